@@ -7,19 +7,21 @@ stdout, so once carriage returns are collapsed its last state reads exactly
 from __future__ import annotations
 
 import sys
+from typing import Optional, TextIO
 
 from tqdm import tqdm
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt}"
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar over ``total`` steps that redraws every 5% of the way."""
+def progress_bar(total: int, desc: str, enabled: bool = True,
+                 file: Optional[TextIO] = None) -> tqdm:
+    """A tqdm bar over ``total`` steps that redraws every 5% of the way (stdout by default)."""
     return tqdm(
         total=total,
         desc=desc,
         disable=not enabled,
-        file=sys.stdout,
+        file=file if file is not None else sys.stdout,
         bar_format=BAR_FORMAT,
         ascii=True,
         mininterval=0.0,

@@ -1,0 +1,90 @@
+"""Offline datasets: shapes, fixed splits, determinism, and the real torchvision loader."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bnlessons import data
+
+
+def test_mnist_subset_shapes_split_and_range():
+    d = data.mnist_subset()
+    assert d.x_train.shape == (4000, 784) and d.x_test.shape == (1000, 784)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0
+    assert d.num_classes == 10 and d.num_features == 784
+    # every class is represented in both splits
+    assert set(d.y_train.tolist()) == set(range(10)) == set(d.y_test.tolist())
+
+
+def test_mnist_subset_is_deterministic_and_binarises_at_127():
+    a, b = data.mnist_subset(), data.mnist_subset()
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    binary = data.mnist_subset(binarize=True)
+    assert set(torch.unique(binary.x_train).tolist()) == {0.0, 1.0}
+    assert torch.equal(binary.x_train, (a.x_train * 255 > 127).float())
+    images = data.mnist_subset(flatten=False)
+    assert images.x_train.shape == (4000, 1, 28, 28)
+
+
+def test_split_does_not_depend_on_global_random_state():
+    np.random.seed(1)
+    a = data.digits()
+    np.random.seed(2)
+    b = data.digits()
+    assert torch.equal(a.x_train, b.x_train)
+    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert float(a.x_train.max()) <= 1.0
+
+
+def test_mnist1d_shapes_and_global_state_untouched():
+    random.seed(123)
+    np.random.seed(123)
+    expected_py, expected_np = random.random(), np.random.rand()
+    random.seed(123)
+    np.random.seed(123)
+    d = data.mnist1d()
+    assert random.random() == expected_py and np.random.rand() == expected_np
+    assert d.x_train.shape == (4000, 40) and d.x_test.shape == (1000, 40)
+    assert torch.equal(d.x_train, data.mnist1d().x_train)
+    assert not torch.equal(d.x_train, data.mnist1d(seed=7).x_train)
+
+
+def test_torchvision_loader_reads_idx_files_written_here(tmp_path):
+    rng = np.random.default_rng(0)
+    train_images = rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8)
+    train_labels = rng.integers(0, 10, size=12)
+    test_images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    test_labels = rng.integers(0, 10, size=5)
+    for name in ("MNIST", "FashionMNIST"):
+        data.write_idx(tmp_path, train_images, train_labels, train=True, name=name)
+        data.write_idx(tmp_path, test_images, test_labels, train=False, name=name)
+        d = data.torchvision_mnist(tmp_path, name=name)
+        assert d.x_train.shape == (12, 1, 28, 28) and d.x_test.shape == (5, 1, 28, 28)
+        assert torch.allclose(d.x_train[:, 0] * 255, torch.from_numpy(train_images).float())
+        assert d.y_test.tolist() == test_labels.tolist()
+
+
+def test_torchvision_loader_missing_files_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MNIST not found"):
+        data.torchvision_mnist(tmp_path)
+
+
+def test_write_idx_rejects_bad_arrays(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        data.write_idx(tmp_path, np.zeros((2, 28, 28), dtype=np.float32), np.zeros(2), True)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        data.write_idx(tmp_path, np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(3), True)
+    with pytest.raises(ValueError, match="name must be one of"):
+        data.torchvision_mnist(tmp_path, name="CIFAR10")
+
+
+def test_batches_cover_an_epoch_and_validate_size():
+    x = torch.arange(10.0).unsqueeze(1)
+    y = torch.arange(10)
+    stream = data.batches(x, y, 5, torch.Generator().manual_seed(0))
+    seen = torch.cat([next(stream)[1], next(stream)[1]])
+    assert sorted(seen.tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(data.batches(x, y, 11, torch.Generator()))

@@ -1,0 +1,176 @@
+"""Models, the training loop, probes and the progress bar."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import bnlessons
+from bnlessons import data, models, probes, progress, train
+from bnlessons.reference import BatchNorm
+
+
+def tiny_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 6, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return data.Dataset("tiny", x[:300], y[:300], x[300:], y[300:])
+
+
+@pytest.mark.parametrize("norm", [None, "bn", "reference", "ln", "gn"])
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_mlp_shapes_and_layers(norm, position):
+    m = models.MLP(6, 3, width=16, depth=2, activation="tanh", norm=norm, norm_position=position,
+                   dropout=0.1)
+    assert m(torch.randn(5, 6)).shape == (5, 3)
+    assert len(m.blocks) == 2
+    kinds = {None: nn.Identity, "bn": nn.BatchNorm1d, "reference": BatchNorm,
+             "ln": nn.LayerNorm, "gn": nn.GroupNorm}
+    assert isinstance(m.blocks[0].norm, kinds[norm])
+    # a bias right before BN is redundant and dropped
+    expect_bias = not (norm in ("bn", "reference") and position == "before")
+    assert (m.blocks[0].linear.bias is not None) == expect_bias
+
+
+def test_mlp_init_std_and_bad_arguments():
+    m = models.MLP(784, 10, width=100, depth=3, activation="sigmoid", init=0.01)
+    assert abs(m.blocks[1].linear.weight.std().item() - 0.01) < 0.001
+    with pytest.raises(ValueError, match="activation"):
+        models.MLP(4, 2, activation="gelu")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        models.MLP(4, 2, norm="batchnorm")
+    with pytest.raises(ValueError, match="dropout"):
+        models.MLP(4, 2, dropout=1.0)
+    with pytest.raises(ValueError, match="init"):
+        models.MLP(4, 2, init="orthogonal")
+
+
+def test_residual_blocks_scale_and_styles():
+    block = models.ResidualBlock(8, norm="bn", scale=0.0)
+    x = torch.randn(4, 8)
+    assert torch.equal(block(x), x)  # SkipInit: the block starts as the identity
+    post = models.ResidualBlock(8, norm="bn", style="post", branch_layers=2,
+                                zero_init_last_norm=True)
+    assert torch.equal(post(x), torch.relu(x))  # zero gamma: branch is silent
+    net = models.ResidualMLP(6, 3, width=8, depth=4, norm="bn", scale=0.0)
+    assert net(torch.randn(5, 6)).shape == (5, 3)
+    cnn = models.ResidualCNN(1, 10, channels=8, depth=2, norm="bn")
+    assert cnn(torch.randn(2, 1, 12, 12)).shape == (2, 10)
+    with pytest.raises(ValueError, match="images"):
+        cnn(torch.randn(2, 144))
+    with pytest.raises(ValueError, match="affine norm"):
+        models.ResidualBlock(8, norm=None, zero_init_last_norm=True)
+
+
+def test_unnormalised_residual_stack_doubles_variance():
+    torch.manual_seed(0)
+    net = models.ResidualMLP(64, 2, width=256, depth=6, norm=None, activation="linear",
+                             init=1.0 / 16)  # std 1/sqrt(256): variance-preserving branch
+    x = torch.randn(2000, 256)
+    v0 = x.var().item()
+    for block in net.blocks:
+        x = block(x)
+    assert 40 < x.var().item() / v0 < 90  # 2**6 = 64
+
+
+def test_training_is_seeded_and_learns():
+    bnlessons.setup(0)
+    d = tiny_data()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = models.MLP(6, 2, width=16, depth=2, norm="reference")
+        runs.append(train.train(model, d, steps=60, lr=0.1, batch_size=32, eval_every=20,
+                                seed=3, progress=False))
+    assert runs[0].test_acc == runs[1].test_acc and runs[0].train_loss == runs[1].train_loss
+    assert runs[0].steps == [0, 20, 40, 60]
+    assert runs[0].test_acc[-1] > 0.85 > runs[0].test_acc[0]
+    assert runs[0].first_step_reaching(0.85) in (20, 40, 60)
+    assert not runs[0].diverged
+
+
+def test_training_stops_on_divergence_and_records():
+    d = tiny_data()
+    torch.manual_seed(0)
+    model = models.MLP(6, 2, width=16, depth=2, init=5.0)
+    seen = []
+
+    def record(m, step):
+        seen.append(step)
+        return {"norm": sum(p.norm().item() for p in m.parameters())}
+
+    h = train.train(model, d, steps=50, lr=1e6, eval_every=10, record=record, progress=False)
+    assert h.diverged and h.diverged_at <= 50
+    assert len(h.records["norm"]) == len(h.steps) == len(seen)
+    with pytest.raises(ValueError, match="lr"):
+        train.train(model, d, steps=1, lr=0.0, progress=False)
+    with pytest.raises(ValueError, match="optimizer"):
+        train.train(model, d, steps=1, lr=0.1, optimizer="lbfgs", progress=False)
+
+
+def test_evaluate_restores_training_mode():
+    d = tiny_data()
+    model = models.MLP(6, 2, width=8, depth=1, norm="bn")
+    model.train()
+    train.evaluate(model, d.x_test, d.y_test)
+    assert model.training
+
+
+def test_recorder_percentiles_and_variances():
+    torch.manual_seed(0)
+    model = models.MLP(6, 2, width=16, depth=3, activation="sigmoid")
+    mods = probes.activation_inputs(model)
+    with probes.ActivationRecorder(mods) as rec:
+        model(torch.randn(100, 6))
+    assert set(rec.last) == {"layer1", "layer2", "layer3"}
+    pct = probes.percentiles(rec.last["layer3"])
+    assert pct.shape == (3, 16) and bool((pct[0] <= pct[1]).all() and (pct[1] <= pct[2]).all())
+    v = torch.arange(101.0).unsqueeze(1)
+    assert probes.percentiles(v, (15, 50, 85))[:, 0].tolist() == [15.0, 50.0, 85.0]
+    variances = probes.layer_variances(model, torch.randn(50, 6), mods, capture="input")
+    assert all(val > 0 for val in variances.values())
+    with pytest.raises(ValueError, match="capture"):
+        probes.ActivationRecorder(mods, capture="grad")
+    with pytest.raises(ValueError, match="percentiles"):
+        probes.percentiles(v, (150,))
+
+
+def test_statistics_recorder_through_training():
+    d = tiny_data()
+    torch.manual_seed(0)
+    model = models.MLP(6, 2, width=8, depth=2, activation="sigmoid", norm="bn")
+    record = probes.statistics_recorder(probes.activation_inputs(model), d.x_test[:50])
+    h = train.train(model, d, steps=20, lr=0.1, eval_every=10, record=record, progress=False)
+    assert len(h.records["layer2/percentiles"]) == 3
+    assert h.records["layer2/percentiles"][0].shape == (3, 8)
+    # in eval mode BN uses running statistics, so the first record is not normalised
+    assert h.records["layer1/var"][-1].shape == (8,)
+    assert model.training
+    with pytest.raises(ValueError, match="x_probe"):
+        probes.statistics_recorder(probes.activation_inputs(model), d.x_test[:1])
+
+
+def test_progress_bar_final_text_is_deterministic():
+    buffers = []
+    for _ in range(2):
+        buf = io.StringIO()
+        bar = progress.progress_bar(1000, "run", file=buf)
+        for _ in range(1000):
+            bar.update(1)
+        bar.close()
+        buffers.append(buf.getvalue().split("\r")[-1])
+    assert buffers[0] == buffers[1]
+    assert "it/s" not in buffers[0] and "1000/1000" in buffers[0]
+
+
+def test_setup_is_reproducible_and_validates():
+    g1 = bnlessons.setup(7)
+    a = (torch.rand(3).tolist(), torch.rand(2, generator=g1).tolist())
+    g2 = bnlessons.setup(7)
+    b = (torch.rand(3).tolist(), torch.rand(2, generator=g2).tolist())
+    assert a == b
+    assert torch.get_num_threads() == 1
+    with pytest.raises(TypeError, match="seed"):
+        bnlessons.setup("0")
+    with pytest.raises(ValueError, match="threads"):
+        bnlessons.setup(0, threads=0)
