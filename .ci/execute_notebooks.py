@@ -29,24 +29,23 @@ def notebooks(args: list[str]) -> list[Path]:
                   if ".ipynb_checkpoints" not in p.parts)
 
 
-def execute(path: Path, timeout: int = 120) -> float:
-    nb = nbformat.read(path, as_version=4)
+def run(nb, path: Path, timeout: int = 120) -> float:
+    """Execute ``nb`` (read from ``path``) in its folder; return the wall time in seconds."""
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def execute(path: Path) -> float:
+    nb = nbformat.read(path, as_version=4)
+    elapsed = run(nb, path)
     nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
-    nb.metadata.pop("widgets", None) if not _has_widgets(nb) else None
     nbformat.write(nb, path)
     return elapsed
-
-
-def _has_widgets(nb) -> bool:
-    return any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 def main() -> None:
