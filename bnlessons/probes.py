@@ -87,6 +87,38 @@ def layer_variances(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mod
     return {name: float(rec.last[name].var(unbiased=False)) for name in modules}
 
 
+def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
+                        capture: str = "input", qs: Sequence[float] = (15, 50, 85)):
+    """A ``record`` function for ``bnlessons.train.train``: per-layer statistics.
+
+    At each evaluation step it runs the fixed batch ``x_probe`` through the
+    model in eval mode and returns, for every named module, the percentiles
+    ``qs`` of each unit's input (or output) over the batch, shape
+    (len(qs), units), and each unit's mean and variance, under the keys
+    ``"<name>/percentiles"``, ``"<name>/mean"`` and ``"<name>/var"``.
+    """
+    if not isinstance(x_probe, torch.Tensor) or x_probe.shape[0] < 2:
+        raise ValueError("x_probe must be a tensor holding a batch of at least 2 examples")
+
+    @torch.no_grad()
+    def record(model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        with ActivationRecorder(modules, capture) as rec:
+            model(x_probe)
+        model.train(was_training)
+        out: dict[str, torch.Tensor] = {}
+        for name in modules:
+            values = rec.last[name].flatten(2) if rec.last[name].dim() > 2 else rec.last[name]
+            out[f"{name}/percentiles"] = percentiles(values, qs)
+            stats = unit_stats(values)
+            out[f"{name}/mean"] = stats["mean"]
+            out[f"{name}/var"] = stats["var"]
+        return out
+
+    return record
+
+
 def spread(pcts: torch.Tensor) -> torch.Tensor:
     """Distance between the highest and lowest rows of a percentile table."""
     return pcts[-1] - pcts[0]
