@@ -76,3 +76,12 @@ def reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
 def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Reshape a (C,) vector so that it broadcasts against ``x`` along dimension 1."""
     return v.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+def check_batch_size(batch_size: object, n: int, minimum: int = 1) -> int:
+    """A batch size: an int of at least ``minimum`` and at most the ``n`` examples given."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < minimum:
+        raise ValueError(f"batch_size must be an int >= {minimum}, got {batch_size!r}")
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} examples given")
+    return batch_size
