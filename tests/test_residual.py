@@ -1,0 +1,305 @@
+"""Residual chapter: signal propagation, Fixup, the variant runner and the checks."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bnlessons import checks, fixup, propagation, residual
+from bnlessons.data import Dataset
+from bnlessons.models import ResidualBlock, ResidualMLP
+from bnlessons.train import History
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# --- propagation -----------------------------------------------------------------------------
+
+def test_identity_blocks_keep_the_signal():
+    blocks = propagation.residual_stack("linear", 8, 5, scale=0.0, generator=gen())
+    x = torch.randn(50, 8, generator=gen(1), dtype=torch.float64)
+    s = propagation.signal_propagation(blocks, x)
+    assert s.depth == 5 and len(s.residual_var) == 6
+    assert torch.allclose(s.residual_var, s.residual_var[0].expand(6), rtol=0, atol=0)
+    assert torch.all(s.branch_var == 0) and torch.all(s.relative_change == 0)
+    assert torch.allclose(s.cosine, torch.ones(5, dtype=torch.float64))
+
+
+def test_statistics_match_a_hand_computation():
+    blocks = propagation.residual_stack("bn-relu-linear", 6, 3, scale=0.5, generator=gen())
+    x = torch.randn(40, 6, generator=gen(2), dtype=torch.float64) * 3 + 1
+    s = propagation.signal_propagation(blocks, x)
+    h = x
+    for i, b in enumerate(blocks):
+        f = 0.5 * b.branch(h).detach()
+        nxt = h + f
+        assert math.isclose(float(s.branch_var[i]), float(f.var(0, unbiased=False).mean()),
+                            rel_tol=1e-12)
+        assert math.isclose(float(s.residual_mean_sq[i + 1]), float((nxt.mean(0) ** 2).mean()),
+                            rel_tol=1e-12)
+        assert math.isclose(float(s.relative_change[i]), float(f.norm() / h.norm()),
+                            rel_tol=1e-12)
+        h = nxt
+    assert torch.allclose(s.branch_fraction, s.branch_var / s.residual_var[1:])
+
+
+def test_variance_laws_at_depth():
+    x = torch.randn(1000, 128, generator=gen(3), dtype=torch.float64)
+    plain = propagation.signal_propagation(
+        propagation.residual_stack("linear", 128, 30, generator=gen(4)), x)
+    slope = propagation.fit_line(torch.log2(plain.residual_var)).slope
+    assert abs(slope - 1.0) < 0.05  # doubles per block
+    bn = propagation.signal_propagation(
+        propagation.residual_stack("bn-linear", 128, 30, generator=gen(5)), x)
+    ratio = bn.residual_var / torch.arange(1, 32, dtype=torch.float64)
+    assert (ratio - 1).abs().max() < 0.1  # Var(x_l) = l + 1
+    relu = propagation.signal_propagation(
+        propagation.residual_stack("bn-relu-linear", 128, 30, generator=gen(6)), x)
+    fit = propagation.fit_line(relu.residual_var)
+    assert abs(fit.slope - (1 - 1 / math.pi)) < 0.06 and fit.r2 > 0.99
+
+
+def test_stack_is_reproducible_and_float64():
+    a = propagation.residual_stack("bn-relu-linear", 8, 2, generator=gen(9))
+    b = propagation.residual_stack("bn-relu-linear", 8, 2, generator=gen(9))
+    wa, wb = a[0].branch[2].weight, b[0].branch[2].weight
+    assert wa.dtype == torch.float64 and torch.equal(wa, wb)
+    assert abs(float(wa.detach().std()) - math.sqrt(2 / 8)) < 0.2
+
+
+def test_gradient_norms():
+    torch.manual_seed(0)
+    model = ResidualMLP(12, 3, width=8, depth=4, scale=0.0).double()
+    x = torch.randn(20, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    g = propagation.block_gradient_norms(model, x, y)
+    assert g["weight"].shape == (4,) and torch.all(g["weight"] == 0)  # alpha = 0: no gradient
+    assert torch.all(g["input"] > 0)
+    assert torch.allclose(g["input"], g["input"][0].expand(4))  # identity blocks
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fit_line():
+    fit = propagation.fit_line([1.0, 3.0, 5.0, 7.0])
+    assert math.isclose(fit.slope, 2.0) and math.isclose(fit.intercept, 1.0)
+    assert math.isclose(fit.r2, 1.0)
+    assert propagation.fit_line([0.0, 1.0, 0.0, 1.0]).r2 < 0.5
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: propagation.residual_stack("conv", 4, 2), ValueError, "design"),
+    (lambda: propagation.residual_stack("linear", 0, 2), ValueError, "width"),
+    (lambda: propagation.residual_stack("linear", 4, 2.5), ValueError, "depth"),
+    (lambda: propagation.residual_stack("linear", 4, 2, scale="1"), TypeError, "scale"),
+    (lambda: propagation.signal_propagation([nn.Linear(2, 2)], torch.zeros(3, 2)), TypeError,
+     "ResidualBlock"),
+    (lambda: propagation.signal_propagation([ResidualBlock(2, style="post")],
+                                            torch.zeros(3, 2)), ValueError, "post"),
+    (lambda: propagation.signal_propagation(propagation.residual_stack("linear", 2, 1),
+                                            torch.zeros(3, 2)), TypeError, "dtype"),
+    (lambda: propagation.signal_propagation(propagation.residual_stack("linear", 2, 1),
+                                            torch.zeros(1, 2, dtype=torch.float64)),
+     ValueError, "batch"),
+    (lambda: propagation.block_gradient_norms(ResidualMLP(4, 2, 4, 1).double(),
+                                              torch.zeros(3, 4, dtype=torch.float64),
+                                              torch.zeros(3)), ValueError, "int64"),
+    (lambda: propagation.fit_line([1.0]), ValueError, "two points"),
+    (lambda: propagation.fit_line([1.0, 2.0], [1.0, 1.0]), ValueError, "constant"),
+    (lambda: propagation.fit_line([1.0, float("nan")]), ValueError, "NaN"),
+])
+def test_propagation_bad_input(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+# --- fixup -----------------------------------------------------------------------------------
+
+def test_fixup_rules():
+    torch.manual_seed(0)
+    model = fixup.FixupResidualMLP(10, 3, width=256, depth=16, branch_layers=2)
+    x = torch.randn(7, 10)
+    assert torch.equal(model(x), torch.zeros(7, 3))  # zero head
+    factor = fixup.fixup_rescale(16, 2)
+    assert math.isclose(factor, 16 ** -0.5)
+    for block in model.blocks:
+        assert torch.all(block.linears[-1].weight == 0)
+        std = float(block.linears[0].weight.detach().std())
+        assert abs(std / (math.sqrt(2 / 256) * factor) - 1) < 0.05
+        assert float(block.scale.detach()) == 1.0 and torch.all(block.bias_act == 0)
+        h = torch.randn(5, 256)
+        assert torch.equal(block(h), h)  # every block starts as the identity
+    assert math.isclose(fixup.fixup_rescale(81, 3), 81 ** -0.25)
+    assert fixup.fixup_rescale(10, 1) == 1.0
+
+
+def test_fixup_learns_a_step():
+    torch.manual_seed(0)
+    model = fixup.FixupResidualMLP(10, 3, width=8, depth=3)
+    x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+    assert any(float(b.linears[-1].weight.detach().abs().max()) > 0 for b in model.blocks)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: fixup.fixup_rescale(0, 2), "num_branches"),
+    (lambda: fixup.fixup_rescale(4, 0), "branch_layers"),
+    (lambda: fixup.FixupBlock(0), "width"),
+    (lambda: fixup.FixupResidualMLP(10, 1), "num_classes"),
+    (lambda: fixup.FixupResidualMLP(10, 3, depth=0), "depth"),
+])
+def test_fixup_bad_input(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+# --- residual variants -----------------------------------------------------------------------
+
+def tiny_data():
+    g = gen(0)
+    x = torch.randn(200, 12, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
+
+
+@pytest.mark.parametrize("variant", residual.VARIANTS)
+def test_make_model_variants(variant):
+    model = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
+    again = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
+    for p, q in zip(model.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    assert model(torch.randn(4, 12)).shape == (4, 3)
+
+
+def test_variants_start_as_identity_where_they_should():
+    x = torch.randn(16, 8)
+    for variant in ("skipinit", "bn-zero-gamma"):
+        model = residual.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        for block in model.blocks:
+            assert torch.allclose(block(x), x, atol=1e-7)
+    none = residual.make_model("none", depth=2, in_features=12, num_classes=3, width=8)
+    assert not torch.allclose(none.blocks[0](x), x)
+
+
+def test_train_variant_and_stability():
+    data = tiny_data()
+    h = residual.train_variant("skipinit", data, depth=4, lr=0.05, steps=60, batch_size=16,
+                               width=16)
+    assert not h.diverged and residual.is_stable(h, 0.5)
+    assert h.final_acc > 0.6
+    bad = History(steps=[0], test_acc=[0.3], diverged_at=2)
+    assert not residual.is_stable(bad)
+    low = History(steps=[0, 10], test_acc=[0.3, 0.4])
+    assert not residual.is_stable(low, 0.5) and residual.is_stable(low, 0.4)
+
+
+def test_lr_sweep_stops_at_the_first_failure():
+    data = tiny_data()
+    sweep = residual.lr_sweep("skipinit", data, depth=2, lrs=[1e4, 0.05, 1e5], steps=30,
+                              batch_size=16, width=8)
+    assert list(sweep) == [0.05, 1e4]  # increasing order; 1e5 never tried
+    assert residual.is_stable(sweep[0.05], 0.4) and not residual.is_stable(sweep[1e4])
+    full = residual.lr_sweep("skipinit", data, depth=2, lrs=[0.05, 1e4, 1e5], steps=30,
+                             batch_size=16, width=8, stop_at_failure=False)
+    assert list(full) == [0.05, 1e4, 1e5]
+    assert full[0.05].test_acc == sweep[0.05].test_acc  # same seed, same run
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: residual.lr_sweep("bn", tiny_data(), 2, []), ValueError, "lrs"),
+    (lambda: residual.make_model("ln", 2), ValueError, "variant"),
+    (lambda: residual.make_model("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
+    (lambda: residual.make_model("skipinit", 2, seed=-1), ValueError, "seed"),
+    (lambda: residual.is_stable("history"), TypeError, "History"),
+    (lambda: residual.is_stable(History(), 1.5), ValueError, "min_accuracy"),
+])
+def test_residual_bad_input(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+def good_prediction(design, depth, alpha):
+    l = torch.arange(depth + 1, dtype=torch.float64)
+    return (1 + alpha**2) ** l if design == "linear" else 1 + alpha**2 * l
+
+
+def test_check_variance_prediction(capsys):
+    assert checks.check_variance_prediction(good_prediction).passed
+    assert "[PASS]" in capsys.readouterr().out
+    forgot_alpha = lambda d, n, a: good_prediction(d, n, 1.0)  # noqa: E731
+    v = checks.check_variance_prediction(forgot_alpha, verbose=False)
+    assert not v.passed and "alpha" in v.message and "first wrong at l = 1" in v.message
+    no_x0 = lambda d, n, a: good_prediction(d, n, a)[1:]  # noqa: E731
+    assert "shape" in checks.check_variance_prediction(no_x0, verbose=False).message
+    bn_doubles = lambda d, n, a: good_prediction("linear", n, a)  # noqa: E731
+    assert "bn-linear" in checks.check_variance_prediction(bn_doubles, verbose=False).message
+
+
+class GoodBlock(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x + self.alpha * self.linear(torch.relu(x))
+
+
+class AlphaInside(GoodBlock):
+    def forward(self, x):
+        return x + self.linear(self.alpha * torch.relu(x))
+
+
+class AlphaOne(GoodBlock):
+    def __init__(self, width):
+        super().__init__(width)
+        self.alpha = nn.Parameter(torch.ones(()))
+
+
+class NotIdentity(GoodBlock):
+    def forward(self, x):
+        return x + self.alpha * self.linear(x) + 0.1 * torch.relu(x)
+
+
+def test_check_skipinit_block():
+    assert checks.check_skipinit_block(GoodBlock, verbose=False).passed
+    inside = checks.check_skipinit_block(AlphaInside, verbose=False)
+    # alpha * relu(x) feeds a linear with a bias: the output is not x at alpha = 0
+    assert not inside.passed and "output at initialisation" in inside.message
+    assert "starts at 0" in checks.check_skipinit_block(AlphaOne, verbose=False).message
+    assert not checks.check_skipinit_block(NotIdentity, verbose=False).passed
+    assert "raised" in checks.check_skipinit_block(lambda w: 1 / 0, verbose=False).message
+    assert "nn.Module" in checks.check_skipinit_block(lambda w: "block", verbose=False).message
+
+
+def good_largest(train_at, lrs, min_accuracy):
+    best = None
+    for lr in sorted(lrs):
+        h = train_at(lr)
+        if h.diverged or h.final_acc < min_accuracy:
+            break
+        best = lr
+    return best
+
+
+def test_check_largest_stable_lr():
+    assert checks.check_largest_stable_lr(good_largest, verbose=False).passed
+    finite_only = lambda t, lrs, m: max(lr for lr in lrs if not t(lr).diverged)  # noqa: E731
+    v = checks.check_largest_stable_lr(finite_only, verbose=False)
+    assert not v.passed and "min_accuracy" in v.message
+    last_good = lambda t, lrs, m: good_largest(t, lrs, m) or lrs[0]  # noqa: E731
+    assert "None" in checks.check_largest_stable_lr(last_good, verbose=False).message
+    unsorted = lambda t, lrs, m: next((lrs[i - 1] for i, lr in enumerate(lrs)  # noqa: E731
+                                       if t(lr).diverged), lrs[-1])
+    assert not checks.check_largest_stable_lr(unsorted, verbose=False).passed
