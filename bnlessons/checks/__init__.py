@@ -21,4 +21,26 @@ from bnlessons.checks.batchnorm import (
     check_forward,
 )
 
-# Topic modules add their imports below, one line each.
+# One import per topic module.
+from bnlessons.checks.covariate_shift import (
+    check_noise_layer,
+    check_percentile_probe,
+    check_saturation,
+)
+from bnlessons.checks.gradients import (
+    check_dx_properties,
+    check_scale_answers,
+    check_staged_backward,
+)
+from bnlessons.checks.inference import (
+    check_cs231n_update,
+    check_evaluate,
+    check_fold_linear,
+    check_precise_bn,
+    check_pytorch_update,
+)
+from bnlessons.checks.residual import (
+    check_largest_stable_lr,
+    check_skipinit_block,
+    check_variance_prediction,
+)
