@@ -78,10 +78,16 @@ def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int (not a bool) of at least ``minimum``; the error names the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def check_batch_size(batch_size: object, n: int, minimum: int = 1) -> int:
     """A batch size: an int of at least ``minimum`` and at most the ``n`` examples given."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < minimum:
-        raise ValueError(f"batch_size must be an int >= {minimum}, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} examples given")
     return batch_size

@@ -21,13 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bnlessons._validate import check_int
 from bnlessons.models import make_activation
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def fixup_rescale(num_branches: int, branch_layers: int) -> float:
@@ -35,8 +30,8 @@ def fixup_rescale(num_branches: int, branch_layers: int) -> float:
 
     With ``branch_layers == 1`` there is no non-final layer, and the factor is 1.
     """
-    _check_int(num_branches, "num_branches", 1)
-    _check_int(branch_layers, "branch_layers", 1)
+    check_int(num_branches, "num_branches", 1)
+    check_int(branch_layers, "branch_layers", 1)
     if branch_layers == 1:
         return 1.0
     return float(num_branches) ** (-1.0 / (2 * branch_layers - 2))
@@ -54,8 +49,8 @@ class FixupBlock(nn.Module):
 
     def __init__(self, width: int, branch_layers: int = 2, activation: str = "relu") -> None:
         super().__init__()
-        _check_int(width, "width", 1)
-        _check_int(branch_layers, "branch_layers", 1)
+        check_int(width, "width", 1)
+        check_int(branch_layers, "branch_layers", 1)
         self.act = make_activation(activation)
         self.linears = nn.ModuleList(nn.Linear(width, width, bias=False)
                                      for _ in range(branch_layers))
@@ -97,9 +92,9 @@ class FixupResidualMLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, width: int = 64, depth: int = 10,
                  branch_layers: int = 2, activation: str = "relu") -> None:
         super().__init__()
-        _check_int(in_features, "in_features", 1)
-        _check_int(num_classes, "num_classes", 2)
-        _check_int(depth, "depth", 1)
+        check_int(in_features, "in_features", 1)
+        check_int(num_classes, "num_classes", 2)
+        check_int(depth, "depth", 1)
         self.stem = nn.Linear(in_features, width)
         self.blocks = nn.ModuleList(FixupBlock(width, branch_layers, activation)
                                     for _ in range(depth))

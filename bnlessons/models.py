@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from bnlessons._validate import check_int
 from bnlessons.reference import BatchNorm
 
 NORMS = (None, "bn", "reference", "ln", "gn")
@@ -26,12 +27,6 @@ InitSpec = Union[str, float]
 def _check_choice(value: object, name: str, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def make_norm(kind: Optional[str], width: int, conv: bool = False, groups: int = 8) -> nn.Module:
@@ -114,10 +109,10 @@ class MLP(nn.Module):
                  norm_position: str = "before", dropout: float = 0.0,
                  init: InitSpec = "default") -> None:
         super().__init__()
-        _check_positive_int(in_features, "in_features")
-        _check_positive_int(num_classes, "num_classes", 2)
-        _check_positive_int(width, "width")
-        _check_positive_int(depth, "depth", 0)
+        check_int(in_features, "in_features")
+        check_int(num_classes, "num_classes", 2)
+        check_int(width, "width")
+        check_int(depth, "depth", 0)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         sizes = [in_features] + [width] * depth
@@ -149,7 +144,7 @@ class ResidualBlock(nn.Module):
                  conv: bool = False, zero_init_last_norm: bool = False) -> None:
         super().__init__()
         _check_choice(style, "style", ("pre", "post"))
-        _check_positive_int(branch_layers, "branch_layers")
+        check_int(branch_layers, "branch_layers")
         self.style = style
 
         def layer() -> nn.Module:
@@ -194,8 +189,8 @@ class ResidualMLP(nn.Module):
                  branch_layers: int = 1, scale: Optional[float] = None,
                  init: InitSpec = "he", zero_init_last_norm: bool = False) -> None:
         super().__init__()
-        _check_positive_int(in_features, "in_features")
-        _check_positive_int(depth, "depth", 0)
+        check_int(in_features, "in_features")
+        check_int(depth, "depth", 0)
         self.stem = nn.Linear(in_features, width)
         self.blocks = nn.ModuleList(
             ResidualBlock(width, norm, activation, style, branch_layers, scale,
@@ -224,7 +219,7 @@ class ResidualCNN(nn.Module):
                  branch_layers: int = 2, scale: Optional[float] = None,
                  init: InitSpec = "he", zero_init_last_norm: bool = False) -> None:
         super().__init__()
-        _check_positive_int(in_channels, "in_channels")
+        check_int(in_channels, "in_channels")
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
             ResidualBlock(channels, norm, activation, style, branch_layers, scale, conv=True,

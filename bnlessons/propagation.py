@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import as_float_tensor
+from bnlessons._validate import as_float_tensor, check_int
 from bnlessons.models import ResidualBlock
 
 DESIGNS = ("linear", "bn-linear", "bn-relu-linear", "relu-linear")
@@ -41,12 +41,6 @@ variance-preserving map), ReLU designs with He's ``sqrt(2/width)``.
 """
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def residual_stack(design: str, width: int, depth: int, scale: Optional[float] = None,
                    generator: Optional[torch.Generator] = None,
                    dtype: torch.dtype = torch.float64) -> nn.ModuleList:
@@ -58,8 +52,8 @@ def residual_stack(design: str, width: int, depth: int, scale: Optional[float] =
     """
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
-    _check_int(width, "width", 1)
-    _check_int(depth, "depth", 1)
+    check_int(width, "width", 1)
+    check_int(depth, "depth", 1)
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
         raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")
     norm = "bn" if design.startswith("bn") else None

@@ -31,18 +31,12 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import nn
 
-from bnlessons._validate import check_bn_input
+from bnlessons._validate import check_bn_input, check_int
 from bnlessons.bn_modes import replace_batchnorm
 
 if TYPE_CHECKING:
     from bnlessons.data import Dataset
     from bnlessons.train import History
-
-
-def _check_positive_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _group_moments(xg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +62,7 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
                  momentum: Optional[float] = 0.1, affine: bool = True) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
                          track_running_stats=True)
-        self.ghost_size = _check_positive_int(ghost_size, "ghost_size", 2)
+        self.ghost_size = check_int(ghost_size, "ghost_size", 2)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", ghost_size={self.ghost_size}"
@@ -134,8 +128,8 @@ class BatchRenorm1d(GhostBatchNorm1d):
             raise ValueError(f"d_max must be >= 0, got {d_max}")
         self.r_max = float(r_max)
         self.d_max = float(d_max)
-        self.warmup_steps = _check_positive_int(warmup_steps, "warmup_steps", 0)
-        self.ramp_steps = _check_positive_int(ramp_steps, "ramp_steps", 0)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+        self.ramp_steps = check_int(ramp_steps, "ramp_steps", 0)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", r_max={self.r_max}, d_max={self.d_max}, "
@@ -174,7 +168,7 @@ def use_ghost_batchnorm(model: nn.Module, ghost_size: int, renorm: bool = False,
     warmup_steps, ramp_steps) go to ``BatchRenorm1d``. Returns how many layers
     were replaced.
     """
-    _check_positive_int(ghost_size, "ghost_size", 2)
+    check_int(ghost_size, "ghost_size", 2)
     if renorm_options and not renorm:
         raise ValueError("renorm options were given but renorm=False")
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bnlessons import reference
+from bnlessons._validate import check_int
 
 METHODS: tuple[str, ...] = ("staged", "compact", "autograd", "native")
 
@@ -61,12 +62,6 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
         mallopt(_M_TRIM_THRESHOLD, min(limit_bytes, 2**31 - 1)))
 
 
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 10,
                 warmup: int = 2) -> float:
     """Median over ``repeats`` of the mean time of ``number`` calls of ``fn``, in seconds.
@@ -75,9 +70,9 @@ def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 10,
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    _check_count(repeats, "repeats", 1)
-    _check_count(number, "number", 1)
-    _check_count(warmup, "warmup", 0)
+    check_int(repeats, "repeats", 1)
+    check_int(number, "number", 1)
+    check_int(warmup, "warmup", 0)
     for _ in range(warmup):
         fn()
     times = []
@@ -180,8 +175,8 @@ def benchmark_backward(shapes: Sequence[Sequence[int]], repeats: int = 41, numbe
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)}")
     if not shapes:
         raise ValueError("shapes is empty: give at least one input shape")
-    _check_count(repeats, "repeats", 1)
-    _check_count(number, "number", 1)
+    check_int(repeats, "repeats", 1)
+    check_int(number, "number", 1)
     rows = []
     for shape in shapes:
         fns = backward_callables(shape, dtype=dtype)
