@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons.probes import ActivationRecorder, percentiles
+from bnlessons.probes import capture_in_eval, percentiles
 from bnlessons.train import Recorder
 
 QUANTILES = (15, 50, 85)
@@ -46,14 +46,7 @@ def percentile_probe(model: nn.Module, x: torch.Tensor, module: nn.Module,
     _check_module_in(model, module)
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
         raise ValueError("x must be a batch of inputs with a non-empty dimension 0")
-    was_training = model.training
-    model.eval()
-    try:
-        with ActivationRecorder({"probe": module}, capture="input") as rec:
-            model(x)
-    finally:
-        model.train(was_training)
-    return percentiles(rec.last["probe"], qs)
+    return percentiles(capture_in_eval(model, x, {"probe": module})["probe"], qs)
 
 
 def percentile_recorder(x: torch.Tensor, module: nn.Module,

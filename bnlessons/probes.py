@@ -54,6 +54,24 @@ class ActivationRecorder:
         self.remove()
 
 
+@torch.no_grad()
+def capture_in_eval(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module],
+                    capture: str = "input") -> dict[str, torch.Tensor]:
+    """What flows into (or out of) each named module when ``model`` sees ``x`` in eval mode.
+
+    BN layers use their running statistics and are not updated; no gradients
+    are kept; the model's training mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with ActivationRecorder(modules, capture) as rec:
+            model(x)
+    finally:
+        model.train(was_training)
+    return rec.last
+
+
 def activation_inputs(model: nn.Module) -> dict[str, nn.Module]:
     """The activation module of every hidden block, named ``layer1``, ``layer2``, ..."""
     blocks = getattr(model, "blocks", None)
@@ -100,16 +118,11 @@ def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
     if not isinstance(x_probe, torch.Tensor) or x_probe.shape[0] < 2:
         raise ValueError("x_probe must be a tensor holding a batch of at least 2 examples")
 
-    @torch.no_grad()
     def record(model: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        was_training = model.training
-        model.eval()
-        with ActivationRecorder(modules, capture) as rec:
-            model(x_probe)
-        model.train(was_training)
+        seen = capture_in_eval(model, x_probe, modules, capture)
         out: dict[str, torch.Tensor] = {}
         for name in modules:
-            values = rec.last[name].flatten(2) if rec.last[name].dim() > 2 else rec.last[name]
+            values = seen[name].flatten(2) if seen[name].dim() > 2 else seen[name]
             out[f"{name}/percentiles"] = percentiles(values, qs)
             stats = unit_stats(values)
             out[f"{name}/mean"] = stats["mean"]
