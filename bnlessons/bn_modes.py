@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_batch_size
+from bnlessons._validate import check_batch_size, check_int
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -160,9 +160,8 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, 
     Convolutions followed by BN have no bias (BN's mean subtraction would cancel it).
     Layer indices: 0 conv, 1 BN, 2 ReLU, 3 conv, 4 BN, 5 ReLU, 6 pool, 7 flatten, 8 head.
     """
-    for name, v in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_int(in_channels, "in_channels")
+    check_int(num_classes, "num_classes")
     if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
         raise ValueError(f"channels must be two positive ints, got {channels!r}")
     c1, c2 = channels

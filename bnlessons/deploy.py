@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnlessons._validate import check_int
 from bnlessons.precise_bn import recompute_bn_stats
 
 Foldable = Union[nn.Linear, nn.Conv2d]
@@ -179,9 +180,8 @@ def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: i
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, v in (("number", number), ("repeats", repeats)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_int(number, "number")
+    check_int(repeats, "repeats")
     was_training = model.training
     model.eval()
     try:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_batch_size
+from bnlessons._validate import check_batch_size, check_int
 from bnlessons.bn_modes import bn_layers
 from bnlessons.data import Dataset
 from bnlessons.train import evaluate, train
@@ -173,8 +173,7 @@ def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, epochs: int = 30,
     batch_size`` SGD steps in all.
     """
     n_train = len(data.y_train)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    check_int(epochs, "epochs")
     if n_train % batch_size:
         raise ValueError(f"batch_size={batch_size} must divide the {n_train} training "
                          "examples so that an epoch is a whole number of steps")

@@ -22,6 +22,7 @@ from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
     check_eps,
+    check_int,
     check_training_batch,
     per_channel,
     reduce_dims,
@@ -162,8 +163,7 @@ class BatchNorm(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        check_int(num_features, "num_features")
         if momentum is not None and not (0.0 <= float(momentum) <= 1.0):
             raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
         self.num_features = num_features

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bnlessons._validate import as_float_tensor
+from bnlessons._validate import as_float_tensor, check_int
 from bnlessons.reference import BatchNorm
 
 
@@ -73,9 +73,8 @@ def linear_bn_layer(in_features: int, out_features: int, eps: float = 0.0,
     invariance exact, while PyTorch's default 1e-5 breaks it by a relative
     amount of order ``eps / var``.
     """
-    for value, name in ((in_features, "in_features"), (out_features, "out_features")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int(in_features, "in_features")
+    check_int(out_features, "out_features")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
     layer = nn.Sequential(nn.Linear(in_features, out_features, bias=False, dtype=dtype),

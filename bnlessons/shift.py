@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bnlessons._validate import as_float_tensor
+from bnlessons._validate import as_float_tensor, check_int
 
 SATURATION_THRESHOLD = 4.0  # sigmoid'(4) = 0.018, about 7% of its peak of 0.25
 SOURCE_STD = (0.7, 1.0)  # standard deviation of x1 and x2 before any scaling
@@ -57,8 +57,7 @@ def covariate_shift_data(n: int, shift: float = 0.0, scale: float = 1.0,
     Only p(x) depends on ``shift`` and ``scale``; the rule that turns x into y
     never changes, which is what makes this covariate shift.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int(n, "n")
     shift = _check_number(shift, "shift")
     scale = _check_number(scale, "scale", positive=True)
     noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
