@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-from bnlessons.setup import COLORS
+from bnlessons.plots import COLORS
 
 Point = tuple[float, float]
 

@@ -11,8 +11,46 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from bnlessons.setup import COLORS
 from bnlessons.train import History
+
+# Colour-blind friendly cycle (Okabe & Ito); "no BN" is always the first colour
+# and "BN" the second, so the two keep their colours across chapters.
+COLORS: tuple[str, ...] = (
+    "#0072B2",  # blue: no normalisation
+    "#D55E00",  # vermillion: batch normalization
+    "#009E73",  # green: a third variant
+    "#CC79A7",  # purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",
+)
+
+# One look for every figure in the course.
+STYLE: dict[str, object] = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "font.size": 10,
+    "lines.linewidth": 1.6,
+    "image.cmap": "viridis",
+}
+
+
+def apply_style() -> None:
+    """Matplotlib's defaults (ignoring any matplotlibrc), then the course's style."""
+    from cycler import cycler
+
+    plt.rcdefaults()  # keeps the backend
+    plt.rcParams.update(STYLE)
+    plt.rcParams["axes.prop_cycle"] = cycler(color=list(COLORS))
 
 
 def _np(values) -> np.ndarray:

@@ -38,13 +38,16 @@ def test_there_are_lessons():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
 def test_notebook_conventions(path):
     nb = json.loads(path.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["metadata"]["kernelspec"]["name"] == "bnlessons", \
+        "notebooks run in the course kernel (pinned numerics): kernelspec name 'bnlessons'"
     cells = code_cells(nb)
     first = "".join(cells[0]["source"])
     assert "import bnlessons" in first or "from bnlessons" in first, \
         "the first code cell must import bnlessons"
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one code cell must be tagged 'parameters'"
+    assert re.search(r"^SEEDS = \[\d+(, \d+)*\]", "".join(tagged[0]["source"]), re.M), \
+        "the parameters cell names its seeds SEEDS, a list of ints (.ci/check-claims replaces it)"
     assert any("bnlessons.setup(" in "".join(c["source"]) for c in cells), \
         "the notebook must call bnlessons.setup(seed)"
     counts = [c["execution_count"] for c in cells if "".join(c["source"]).strip()]

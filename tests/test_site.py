@@ -28,15 +28,40 @@ CHROMIUM_ARGS = [
 ]
 
 
+SITE_LOG = ROOT / "_build" / "site-build.log"  # written by .ci/build-site and by this module
+SOURCES = ("book", "_config.yml", "_toc.yml")
+
+
+def newest_source_mtime() -> float:
+    newest = 0.0
+    for name in SOURCES:
+        path = ROOT / name
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                                and ".ipynb_checkpoints" not in p.parts]
+        newest = max([newest] + [p.stat().st_mtime for p in files])
+    return newest
+
+
 @pytest.fixture(scope="session")
 def built_site() -> Path:
-    """Build the site exactly as the README's command does (warnings are errors)."""
-    book = ROOT / ".venv" / "bin" / "jupyter-book"
-    exe = str(book) if book.exists() else shutil.which("jupyter-book")
-    result = subprocess.run([exe, "build", str(ROOT), "-W", "-n", "--keep-going"],
-                            capture_output=True, text=True, cwd=ROOT)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
+    """The site as the README's build command makes it (warnings are errors).
+
+    Reused when ``.ci/build-site`` built it after the last change to its
+    sources, so one test run never builds it twice; built here otherwise.
+    """
+    fresh = ((HTML / "index.html").exists() and SITE_LOG.exists()
+             and SITE_LOG.stat().st_mtime >= newest_source_mtime())
+    if fresh:
+        log = SITE_LOG.read_text()
+    else:
+        book = ROOT / ".venv" / "bin" / "jupyter-book"
+        exe = str(book) if book.exists() else shutil.which("jupyter-book")
+        result = subprocess.run([exe, "build", str(ROOT), "-W", "-n", "--keep-going"],
+                                capture_output=True, text=True, cwd=ROOT)
+        log = result.stdout + result.stderr
+        SITE_LOG.parent.mkdir(parents=True, exist_ok=True)
+        SITE_LOG.write_text(log)
+        assert result.returncode == 0, log[-5000:]
     assert "WARNING" not in log, log[-5000:]
     return HTML
 
@@ -80,7 +105,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium "
+                    "(as root: apt-get install chromium fonts-dejavu-core), or set "
+                    "BNLESSONS_CHROMIUM to a Chromium binary", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

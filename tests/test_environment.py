@@ -1,0 +1,122 @@
+"""The tests' verdict does not depend on the caller's environment.
+
+A learner's or an instructor's shell may set variables the course never sets.
+Here a plotting notebook and a training notebook run under strict nbval with
+every such variable set to an unusual value, including conflicting numeric
+dispatch settings; the course kernel and ``bnlessons.setup`` must neutralise
+all of them, so the stored outputs still match exactly.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnlessons import reproducibility
+
+ROOT = Path(__file__).resolve().parent.parent
+PLOTTING = "book/01-covariate-shift/01-covariate-shift.ipynb"
+TRAINING = "book/03-inference/02-train-vs-eval.ipynb"
+
+MATPLOTLIBRC = """\
+backend: agg
+figure.figsize: 3, 2
+figure.dpi: 50
+axes.grid: False
+axes.formatter.use_locale: True
+axes.unicode_minus: False
+"""
+
+
+def hostile_environment(tmp: Path) -> dict[str, str]:
+    rc = tmp / "matplotlibrc"
+    rc.write_text(MATPLOTLIBRC)
+    env = dict(os.environ)
+    env.update({
+        "MPLBACKEND": "Agg",
+        "MATPLOTLIBRC": str(rc),
+        "OMP_NUM_THREADS": "16",
+        "MKL_NUM_THREADS": "16",
+        "OPENBLAS_NUM_THREADS": "16",
+        "PYTHONHASHSEED": "12345",
+        "COLUMNS": "20",
+        "LINES": "5",
+        "TERM": "xterm-256color",
+        "LANG": "C",
+        "LC_ALL": "C",
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONWARNINGS": "always",
+        # numeric dispatch asking for the processor's fastest paths
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "AUTO",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "NPY_ENABLE_CPU_FEATURES": "",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "GLIBC_TUNABLES": "glibc.malloc.check=0",
+    })
+    return env
+
+
+def test_strict_nbval_passes_in_a_hostile_environment(tmp_path):
+    env = hostile_environment(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+         "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", PLOTTING, TRAINING],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_the_kernel_overrides_every_variable_it_pins():
+    env = reproducibility.kernel_env()
+    assert set(reproducibility.PINNED_ENV) <= set(env)
+    for name in ("MPLBACKEND", "PYTHONHASHSEED", "PYTHONWARNINGS", "OMP_NUM_THREADS",
+                 "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LC_ALL", "COLUMNS", "TERM"):
+        assert name in env, name
+    native = reproducibility.kernel_env(pinned=False)
+    assert not set(reproducibility.PINNED_ENV) & set(native)
+
+
+def test_setup_says_when_the_pins_are_missing(monkeypatch, capsys):
+    for name in reproducibility.PINNED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    reproducibility.setup(0)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "numerics not pinned" in err and "ATEN_CPU_CAPABILITY" in err
+
+
+def test_setup_is_silent_when_the_pins_hold(monkeypatch, capsys):
+    if reproducibility.unpinned() and "torch capability" in " ".join(reproducibility.unpinned()):
+        pytest.skip("torch was loaded without the pins in this process")
+    for name, value in reproducibility.PINNED_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(reproducibility.torch.backends.cpu, "get_cpu_capability",
+                        lambda: "DEFAULT")
+    reproducibility.setup(0)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_stricter_glibc_mask_still_counts_as_pinned(monkeypatch):
+    for name, value in reproducibility.PINNED_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(reproducibility.torch.backends.cpu, "get_cpu_capability",
+                        lambda: "DEFAULT")
+    monkeypatch.setenv("GLIBC_TUNABLES", reproducibility.GLIBC_MASK + ",-SSE4_2")
+    assert reproducibility.unpinned() == []
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2")
+    assert reproducibility.unpinned() == ["GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2"]
+
+
+def test_kernelspec_names_the_interpreter_and_the_environment(tmp_path):
+    folder = reproducibility.write_kernelspec(tmp_path, "demo", env={"A": "1"},
+                                              argv_prefix=["emu", "-cpu", "x"])
+    import json
+
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["argv"][:4] == ["emu", "-cpu", "x", sys.executable]
+    assert spec["argv"][-2:] == ["-f", "{connection_file}"]
+    assert spec["env"] == {"A": "1"}
+    with pytest.raises(ValueError, match="name"):
+        reproducibility.write_kernelspec(tmp_path, "bad name/..")
