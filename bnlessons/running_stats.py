@@ -163,3 +163,32 @@ def ema_weight_of_start(decay: float, steps: int) -> float:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     return decay ** steps
+
+
+def ema_variance_standard_error(decay: float, steps: int, true_var: float, m: int,
+                                use_unbiased: bool, features: int = 1) -> float:
+    """Standard error of a decay-style running variance, for normal data.
+
+    After ``steps`` updates with decay rho, the running variance is
+    ``rho**steps * v0 + (1 - rho) * sum_j rho**(steps - j) * s_j``, where each
+    batch variance s_j of m normal values has variance ``2 * true_var**2 / (m - 1)``
+    (unbiased) or ``(m - 1)/m`` squared times that (biased). The batches are
+    independent, so the variance of the running value is
+    ``(1 - rho)**2 * Var(s) * (1 - rho**(2 * steps)) / (1 - rho**2)``; averaging
+    over ``features`` independent features divides it by ``features``.
+    Monte Carlo checks of :func:`ema_update` use it to set their tolerance.
+    """
+    decay = _check_fraction(decay, "decay")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+        raise ValueError(f"m must be an int >= 2, got {m!r}")
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"features must be an int >= 1, got {features!r}")
+    if not true_var > 0:
+        raise ValueError(f"true_var must be > 0, got {true_var!r}")
+    var_s = 2 * true_var ** 2 / (m - 1) * (1.0 if use_unbiased else ((m - 1) / m) ** 2)
+    if decay == 1.0:
+        return 0.0
+    geometric = (1 - decay ** (2 * steps)) / (1 - decay ** 2)
+    return ((1 - decay) ** 2 * var_s * geometric / features) ** 0.5
