@@ -273,3 +273,40 @@ def test_checks_name_what_is_wrong():
     assert not v and "N(sigma, 0.1)" in v.message
     v = checks.check_noise_layer(torch.nn.Identity, verbose=False)
     assert not v
+
+
+def test_relative_noise_scales_the_shift_with_each_units_spread():
+    a = torch.randn(4096, 3, generator=torch.Generator().manual_seed(0))
+    a = a * torch.tensor([0.01, 1.0, 100.0])  # three units with very different spreads
+    g = torch.Generator().manual_seed(1)
+    shifted = noise.ShiftScaleNoise(scale_range=(1.0, 1.0), sample_std=0.0, generator=g,
+                                    relative=True)(a)
+    shift = (shifted - a).mean(dim=0) / a.std(dim=0)  # the shift in units of the spread
+    assert shift.abs().max() <= 0.5 + 0.1 + 1e-6  # |mu| + sample_range, relative to the spread
+    absolute = noise.ShiftScaleNoise(scale_range=(1.0, 1.0), sample_std=0.0,
+                                     generator=torch.Generator().manual_seed(1))(a)
+    assert (absolute - a).mean(dim=0).abs()[0] > 10 * a[:, 0].std()  # swamps the small unit
+    with pytest.raises(TypeError, match="relative"):
+        noise.ShiftScaleNoise(relative=1)
+
+
+def test_step_drift_sees_noise_and_leaves_the_model_and_rng_alone():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    noisy = noise.noisy_mlp(10, 3, width=16, depth=3, norm="bn")
+    torch.manual_seed(1)
+    clean = noise.noisy_mlp(10, 3, width=16, depth=3, norm="bn", noise=False)
+    before = [p.detach().clone() for p in noisy.parameters()]
+    state = torch.get_rng_state()
+    where = {"linear": "blocks.1.linear", "bn": "blocks.1.act"}
+    d_noisy = noise.step_drift(noisy, x, y, 0.01, {"linear": "blocks.1.linear",
+                                                   "bn": "blocks.1.norm.1"}, steps=5)
+    d_clean = noise.step_drift(clean, x, y, 0.01, where, steps=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(before, noisy.parameters()))
+    assert d_noisy["linear"] > 10 * d_clean["linear"]
+    assert d_noisy["bn"] < 0.01 and d_clean["bn"] < 0.01
+    with pytest.raises(ValueError, match="no submodule"):
+        noise.step_drift(clean, x, y, 0.01, {"x": "blocks.9.linear"})
+    with pytest.raises(ValueError, match="lr"):
+        noise.step_drift(clean, x, y, 0.0, where)

@@ -95,3 +95,29 @@ def test_errors_name_the_argument():
         rs.algorithm2([_x((4, 3)), _x((5, 3))])
     with pytest.raises(ValueError, match="m must be"):
         rs.unbiased(ok, 1)
+
+
+@pytest.mark.parametrize("use_unbiased", [True, False])
+def test_ema_standard_error_matches_a_simulation(use_unbiased):
+    g = torch.Generator().manual_seed(0)
+    features, m, decay, sd = 20000, 4, 0.9, 2.0
+    mean, var = torch.zeros(features), torch.zeros(features)
+    for k in range(1, 31):
+        mean, var = rs.ema_update(mean, var, torch.randn(m, features, generator=g) * sd,
+                                  decay, use_unbiased)
+        if k in (1, 5, 30):
+            predicted = rs.ema_variance_standard_error(decay, k, sd**2, m, use_unbiased)
+            assert abs(var.std().item() / predicted - 1) < 0.05, (k, var.std(), predicted)
+    averaged = rs.ema_variance_standard_error(decay, 30, sd**2, m, use_unbiased, features=100)
+    assert averaged == pytest.approx(rs.ema_variance_standard_error(
+        decay, 30, sd**2, m, use_unbiased) / 10)
+
+
+def test_ema_standard_error_bad_input():
+    with pytest.raises(ValueError, match="m must"):
+        rs.ema_variance_standard_error(0.9, 3, 1.0, 1, True)
+    with pytest.raises(ValueError, match="true_var"):
+        rs.ema_variance_standard_error(0.9, 3, 0.0, 4, True)
+    with pytest.raises(ValueError, match="features"):
+        rs.ema_variance_standard_error(0.9, 3, 1.0, 4, True, features=0)
+    assert rs.ema_variance_standard_error(1.0, 3, 1.0, 4, True) == 0.0
