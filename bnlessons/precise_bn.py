@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnlessons import running_stats
 from bnlessons._validate import check_batch_size, check_int
 from bnlessons.bn_modes import bn_layers
 from bnlessons.data import Dataset
@@ -88,20 +89,30 @@ class EMATracker:
 
     A forward pre-hook on each BN layer (of this very model, not of copies)
     updates this tracker's own mean and variance in PyTorch's convention
-    whenever that layer runs in training mode. ``copy_with_stats(model)``
-    returns a copy of the model that uses them. Call ``remove()`` when done.
+    whenever that layer runs in training mode, starting, like PyTorch, from
+    mean 0 and variance 1. ``copy_with_stats(model)`` returns a copy of the
+    model that uses them. With ``bias_correction=True`` the copy gets them
+    with the starting values taken out: after t updates with decay
+    rho = 1 - momentum, the start still weighs rho**t, so the mean is divided
+    by 1 - rho**t and the variance becomes (var - rho**t) / (1 - rho**t), a
+    weighted average of batch statistics only (as Adam corrects its moments).
+    Call ``remove()`` when done.
     """
 
-    def __init__(self, model: nn.Module, momentum: float) -> None:
+    def __init__(self, model: nn.Module, momentum: float, bias_correction: bool = False) -> None:
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
                 or not 0.0 < float(momentum) <= 1.0:
             raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+        if not isinstance(bias_correction, bool):
+            raise TypeError(f"bias_correction must be a bool, got {type(bias_correction).__name__}")
         self.momentum = float(momentum)
+        self.bias_correction = bias_correction
         self.layers = dict(bn_layers(model))
         if not self.layers:
             raise ValueError("model has no batch-norm layer to track")
         self.mean = {n: torch.zeros_like(m.running_mean) for n, m in self.layers.items()}
         self.var = {n: torch.ones_like(m.running_var) for n, m in self.layers.items()}
+        self.updates = {n: 0 for n in self.layers}
         self._handles = [m.register_forward_pre_hook(self._hook(n))
                          for n, m in self.layers.items()]
 
@@ -110,14 +121,19 @@ class EMATracker:
             if not module.training or module is not self.layers[name]:
                 return
             with torch.no_grad():
-                x = inputs[0]
-                dims = (0,) + tuple(range(2, x.dim()))
-                mean = x.mean(dim=dims)
-                var = x.var(dim=dims, unbiased=True)
-                a = self.momentum
-                self.mean[name] = (1 - a) * self.mean[name] + a * mean
-                self.var[name] = (1 - a) * self.var[name] + a * var
+                self.mean[name], self.var[name] = running_stats.ema_update(
+                    self.mean[name], self.var[name], inputs[0], 1.0 - self.momentum,
+                    unbiased_var=True)
+                self.updates[name] += 1
         return hook
+
+    def statistics(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and variance this tracker gives layer ``name`` (bias-corrected if asked)."""
+        mean, var = self.mean[name], self.var[name]
+        if not self.bias_correction or self.updates[name] == 0:
+            return mean, var
+        start = running_stats.ema_weight_of_start(1.0 - self.momentum, self.updates[name])
+        return mean / (1 - start), (var - start * 1.0) / (1 - start)
 
     def copy_with_stats(self, model: nn.Module) -> nn.Module:
         """A deep copy of ``model`` whose BN layers hold this tracker's statistics."""
@@ -126,8 +142,9 @@ class EMATracker:
         if set(copies) != set(self.layers):
             raise ValueError("model does not have the BN layers this tracker was built on")
         for name, layer in copies.items():
-            layer.running_mean.copy_(self.mean[name])
-            layer.running_var.copy_(self.var[name])
+            mean, var = self.statistics(name)
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
         return out
 
     def remove(self) -> None:
@@ -155,19 +172,21 @@ class EmaVsPrecise:
         return sum(steps) / len(steps)
 
 
-def ema_key(momentum: float) -> str:
+def ema_key(momentum: float, bias_correction: bool = False) -> str:
     """The label of an EMA in ``EmaVsPrecise.accuracy``: its decay, ``1 - momentum``."""
-    return f"EMA decay {1 - momentum:g}"
+    return f"EMA decay {1 - momentum:g}" + (", corrected" if bias_correction else "")
 
 
 def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, epochs: int = 30,
                    batch_size: int = 500, lr: float = 0.5, sgd_momentum: float = 0.9,
                    ema_momenta: Sequence[float] = (0.01, 0.1), precise_samples: int = 2000,
-                   precise_batch: int = 500, progress: bool = True) -> EmaVsPrecise:
+                   precise_batch: int = 500, progress: bool = True,
+                   corrected_momenta: Sequence[float] = ()) -> EmaVsPrecise:
     """Train ``model`` (its BN layers' own momentum is irrelevant) and evaluate every epoch.
 
     After each epoch the test accuracy is measured with an EMA of each
-    momentum in ``ema_momenta`` (PyTorch's convention: weight of the new batch)
+    momentum in ``ema_momenta`` (PyTorch's convention: weight of the new batch),
+    with a bias-corrected EMA of each momentum in ``corrected_momenta``,
     and with precise BN recomputed on the first ``precise_samples`` training
     inputs in batches of ``precise_batch``. ``epochs * len(train) //
     batch_size`` SGD steps in all.
@@ -181,6 +200,8 @@ def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, epochs: int = 30,
         raise ValueError(f"precise_samples must be in [1, {n_train}], got {precise_samples}")
     steps_per_epoch = n_train // batch_size
     trackers = {ema_key(a): EMATracker(model, a) for a in ema_momenta}
+    trackers.update({ema_key(a, True): EMATracker(model, a, bias_correction=True)
+                     for a in corrected_momenta})
     x_stats = data.x_train[:precise_samples]
     result = EmaVsPrecise()
 
