@@ -81,6 +81,24 @@ def test_dx_properties():
     assert "shape" in v.message
 
 
+def test_dx_properties_pass_a_correct_numpy_backward_on_any_seed():
+    import numpy as np
+
+    def numpy_backward(dout, cache):
+        d, xhat = dout.numpy(), cache.xhat.numpy()
+        gamma, inv_std = cache.gamma.numpy(), cache.inv_std.numpy()
+        m = d.shape[0]
+        dx = gamma * inv_std / m * (m * d - d.sum(0) - xhat * (d * xhat).sum(0))
+        return torch.from_numpy(dx), None, None
+
+    failures = [seed for seed in range(0, 2000, 20)
+                if not checks.check_dx_properties(reference.forward, numpy_backward,
+                                                  verbose=False, seed=seed)]
+    assert failures == []
+    with pytest.raises(ValueError, match="at least 8"):
+        checks.check_dx_properties(reference.forward, numpy_backward, shapes=[(2, 1)])
+
+
 def test_scale_answers():
     right = {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16}
     assert checks.check_scale_answers(right, verbose=False)
@@ -119,3 +137,26 @@ def test_draw_graph():
     with pytest.raises(ValueError, match="notes names unknown"):
         draw_graph({"a": (0, 0)}, [], ax=ax, notes={"z": "dz"})
     plt.close(fig)
+
+
+def test_check_forward_names_the_unbiased_variance_mistake():
+    def with_std(x, gamma, beta, eps):
+        return gamma * (x - x.mean(0)) / torch.sqrt(x.std(0) ** 2 + eps) + beta
+
+    v = checks.check_forward(with_std, verbose=False)
+    assert not v and "sqrt((m-1)/m)" in v.message and "unbiased=False" in v.message
+
+    def shifted(x, gamma, beta, eps):  # an error that is not a rescaling gets no such hint
+        return reference.forward(x, gamma, beta, eps)[0] + 0.1
+
+    v = checks.check_forward(shifted, verbose=False)
+    assert not v and "sqrt" not in v.message
+
+
+def test_scale_answers_measure_the_effective_learning_rate():
+    right = {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16}
+    assert checks.check_scale_answers(right, verbose=False)
+    v = checks.check_scale_answers({**right, "effective_lr": 0.25}, verbose=False)
+    assert not v and "0.0625" in v.message
+    half = {"output": 1.0, "grad_input": 1.0, "grad_weight": 2.0, "effective_lr": 4.0}
+    assert checks.check_scale_answers(half, a=0.5, verbose=False)

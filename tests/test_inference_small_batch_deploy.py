@@ -192,3 +192,24 @@ def test_checks_pass_references_and_fail_mistakes(capsys):
     assert not checks.check_precise_bn(lambda m, x, b: None).passed
     assert not checks.check_fold_linear(lambda lin, bn: (lin.weight, lin.bias)).passed
     assert "[FAIL]" in capsys.readouterr().out
+
+
+def test_checks_catch_a_solution_that_always_ends_in_training_mode():
+    from bnlessons import precise_bn
+
+    def evaluate_then_train(model, x, y, batch_size):
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(x).argmax(1) == y).float().mean())
+        model.train()  # unconditional: wrong when the model came in eval mode
+        return accuracy
+
+    verdict = checks.check_evaluate(evaluate_then_train, verbose=False)
+    assert not verdict.passed and "came in eval mode" in verdict.message
+
+    def recompute_then_train(model, x, batch_size):
+        precise_bn.recompute_bn_stats(model, x, batch_size)
+        model.train()
+
+    verdict = checks.check_precise_bn(recompute_then_train, verbose=False)
+    assert not verdict.passed and "eval mode before your call" in verdict.message

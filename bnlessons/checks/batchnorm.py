@@ -1,6 +1,8 @@
 """Checks for a learner's batch norm forward and backward passes."""
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Sequence
 
 import torch
@@ -22,6 +24,35 @@ def _inputs(shape: Sequence[int], seed: int) -> tuple[torch.Tensor, ...]:
     beta = torch.randn(c, generator=g, dtype=torch.float64)
     dout = torch.randn(*shape, generator=g, dtype=torch.float64)
     return x, gamma, beta, dout
+
+
+def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
+                x: torch.Tensor) -> str:
+    """A targeted hint when ``got - beta`` is ``want - beta`` times one constant factor.
+
+    Elementwise errors mislead there (near an output of beta the relative
+    error is large whatever the factor); the factor itself says what went
+    wrong. sqrt((m-1)/m) is the classic: normalising by ``x.std(0)`` or
+    ``x.var(0)``, which divide by m - 1, instead of the biased variance.
+    """
+    if not torch.isfinite(got).all():
+        return ""
+    dims = (0,) + tuple(range(2, x.dim()))
+    shift = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
+    g, w = got.double() - shift, want.double() - shift
+    factor = (g * w).sum(dim=dims) / (w * w).sum(dim=dims)
+    if float((g - w * factor.reshape(shift.shape)).abs().max()) > 1e-6 * float(w.abs().max()):
+        return ""  # not a pure rescaling
+    common = float(factor.mean())
+    if float((factor - common).abs().max()) > 1e-6 * abs(common):
+        return ""
+    m = x.numel() // x.shape[1]
+    hint = f". Every feature of out - beta is the reference's times {common:.6f}"
+    if abs(common - math.sqrt((m - 1) / m)) < 1e-4:
+        hint += (f" = sqrt((m-1)/m) for m = {m}: you normalised with the unbiased variance "
+                 "(x.std(0) and x.var(0) divide by m - 1); Algorithm 1 uses the biased one, "
+                 "x.var(0, unbiased=False)")
+    return hint
 
 
 def _first_output(result: object) -> object:
@@ -47,7 +78,9 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
                                    f"{err} {note}"), verbose)
         problem = compare("out", got, want, tol, note)
         if problem:
-            return report(Verdict(name, False, problem), verbose)
+            hint = _scale_hint(got, want, beta, x) if not problem.startswith(
+                ("out should", "out has")) else ""
+            return report(Verdict(name, False, problem + hint), verbose)
     shown = ", ".join(str(tuple(s)) for s in shapes)
     return report(Verdict(name, True, f"output matches the reference to relative error "
                            f"{tol:.0e} for shapes {shown}"), verbose)

@@ -136,18 +136,20 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
     Algorithm 2 run with the current weights on the full batches of ``x``
     (average of batch means; average of unbiased batch variances), each BN
     layer's ``momentum`` must be what it was, and the model must be back in
-    training mode.
+    the mode it came in (tried in training and in eval mode).
     """
     name = "check_precise_bn"
-    for i, (n, batch_size) in enumerate(((64, 16), (90, 30), (50, 20))):
+    cases = ((64, 16, True), (90, 30, True), (50, 20, False))
+    for i, (n, batch_size, arrives_training) in enumerate(cases):
         model = _small_bn_mlp(seed=500 + i)
         x = torch.randn(n, 6, generator=torch.Generator().manual_seed(510 + i),
                         dtype=torch.float64) * 1.5 + 0.3
-        note = f"({n} inputs, batch_size={batch_size})"
+        mode = "training" if arrives_training else "eval"
+        note = f"({n} inputs, batch_size={batch_size}, model in {mode} mode)"
         want = copy.deepcopy(model)
         recompute_bn_stats(want, x, batch_size)
         got = copy.deepcopy(model)
-        got.train()
+        got.train(arrives_training)
         try:
             fn(got, x.clone(), batch_size)
         except Exception as err:  # noqa: BLE001
@@ -162,13 +164,14 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
                 return report(Verdict(name, False, f"layer {idx} momentum is "
                                        f"{got[idx].momentum} after your call; restore it to "
                                        f"{model[idx].momentum} {note}"), verbose)
-        if not got.training:
-            return report(Verdict(name, False, f"the model was in training mode before your "
-                                   f"call and is in eval mode after it; restore its mode {note}"),
-                          verbose)
+        if got.training != arrives_training:
+            left = "training" if got.training else "eval"
+            return report(Verdict(name, False, f"the model was in {mode} mode before your "
+                                   f"call and is in {left} mode after it; restore its mode "
+                                   f"{note}"), verbose)
     return report(Verdict(name, True, f"running statistics match Algorithm 2 with the current "
-                           f"weights to relative error {tol:.0e}; momenta and mode restored"),
-                  verbose)
+                           f"weights to relative error {tol:.0e}; momenta and mode restored "
+                           f"(tried in training and in eval mode)"), verbose)
 
 
 def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True) -> Verdict:
@@ -231,13 +234,17 @@ def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tenso
 def check_evaluate(fn: Callable, verbose: bool = True) -> Verdict:
     """Check ``fn(model, x, y, batch_size)`` -> accuracy, an evaluation loop.
 
-    The model arrives in training mode. The accuracy must be the eval-mode
-    one, no BN buffer may change, and the model must leave in training mode.
+    The model arrives in training mode, then (a second time) in eval mode.
+    The accuracy must be the eval-mode one, no BN buffer may change, and the
+    model must leave in the mode it came in: a loop that ends with an
+    unconditional ``model.train()`` fails the second case.
     """
     name = "check_evaluate"
-    for batch_size in (4, 16):
+    for batch_size, arrives_training in ((4, True), (16, True), (16, False)):
         model, x, y = _labelled_model(seed=700 + batch_size)
-        note = f"(batch_size={batch_size})"
+        model.train(arrives_training)
+        mode = "training" if arrives_training else "eval"
+        note = f"(batch_size={batch_size}, model in {mode} mode)"
         want = 0.75
         before = bn_buffers(model)
         try:
@@ -255,9 +262,10 @@ def check_evaluate(fn: Callable, verbose: bool = True) -> Verdict:
         if abs(float(got) - want) > 1e-9:
             return report(Verdict(name, False, f"accuracy {float(got):.4f}, expected {want:.4f} "
                                    f"{note}"), verbose)
-        if not model.training:
-            return report(Verdict(name, False, f"the model came in training mode and left in "
-                                   f"eval mode; restore its mode so training can go on {note}"),
+        if model.training != arrives_training:
+            left = "training" if model.training else "eval"
+            return report(Verdict(name, False, f"the model came in {mode} mode and left in "
+                                   f"{left} mode; hand it back in the mode it came in {note}"),
                           verbose)
-    return report(Verdict(name, True, "eval-mode accuracy, BN buffers untouched, training "
-                           "mode restored"), verbose)
+    return report(Verdict(name, True, "eval-mode accuracy, BN buffers untouched, the model's "
+                           "mode restored (tried in training and in eval mode)"), verbose)
