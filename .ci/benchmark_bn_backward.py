@@ -28,7 +28,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must be N,C or N,C,H,W, got {text!r}")
+        raise argparse.ArgumentTypeError(f"shape must be N,C or N,C,H,W, got {text!r}") from None
     if len(shape) not in (2, 3, 4) or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"shape must be 2 to 4 positive ints, got {text!r}")
     return shape

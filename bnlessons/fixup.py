@@ -17,7 +17,6 @@ the lessons: the same stem and head as ``models.ResidualMLP``.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -22,7 +22,8 @@ from bnlessons.train import train
 
 @dataclass(frozen=True)
 class Sweep:
-    """Final test accuracy per learning rate (NaN where the loss diverged or the rate was skipped)."""
+    """Final test accuracy per learning rate (NaN where the loss diverged or the rate was
+    skipped)."""
 
     lrs: tuple[float, ...]
     final_acc: tuple[float, ...]

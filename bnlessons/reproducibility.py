@@ -44,7 +44,8 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 # glibc's libm has FMA and AVX2 versions of exp, log, pow, sin, tanh, ...;
 # they differ from the SSE2 versions in the last bit of some results, which
 # NumPy's float64 maths inherits. These masks make glibc use its SSE2 code.
-GLIBC_MASK = "glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,-FMA4,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD"
+GLIBC_MASK = ("glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,-FMA4,"
+              "-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD")
 
 #: Numeric dispatch, pinned to code paths every x86-64 processor has.
 PINNED_ENV: dict[str, str] = {
@@ -91,7 +92,7 @@ def write_kernelspec(kernels_dir: os.PathLike | str, name: str = KERNEL_NAME,
     the pins hold whoever starts it: JupyterLab, nbval or a script.
     ``argv_prefix`` goes before the interpreter (an emulator, for instance).
     """
-    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name must be letters, digits, '-' or '_', got {name!r}")
     folder = Path(kernels_dir) / name
     folder.mkdir(parents=True, exist_ok=True)

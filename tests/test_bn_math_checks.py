@@ -82,7 +82,6 @@ def test_dx_properties():
 
 
 def test_dx_properties_pass_a_correct_numpy_backward_on_any_seed():
-    import numpy as np
 
     def numpy_backward(dout, cache):
         d, xhat = dout.numpy(), cache.xhat.numpy()

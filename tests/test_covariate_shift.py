@@ -11,7 +11,6 @@ from bnlessons import checks, data, ics, landscape, noise, shift
 from bnlessons.models import MLP
 from bnlessons.train import train
 
-
 # ---------------------------------------------------------------- shift.py
 
 def test_labels_follow_the_sine_rule_whatever_the_shift():

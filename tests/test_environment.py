@@ -60,6 +60,7 @@ def hostile_environment(tmp: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_strict_nbval_passes_in_a_hostile_environment(tmp_path):
     env = hostile_environment(tmp_path)
     result = subprocess.run(

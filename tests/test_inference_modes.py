@@ -125,7 +125,7 @@ def test_ema_tracker_matches_a_batchnorm_with_that_momentum():
     b = copy.deepcopy(a)
     b[1].momentum = 0.01
     tracker = pb.EMATracker(a, 0.01)
-    for i in range(5):
+    for _ in range(5):
         x = torch.randn(16, 6)
         a(x)
         b(x)

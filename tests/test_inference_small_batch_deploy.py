@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnlessons import checks, deploy
-from bnlessons import models
+from bnlessons import checks, deploy, models
 from bnlessons import small_batch as sb
 
 

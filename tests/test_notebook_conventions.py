@@ -67,9 +67,10 @@ def test_notebook_conventions(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
 def test_notebook_does_not_redefine_package_functions(path):
     """Notebooks call bnlessons; they do not carry copies of its public functions."""
-    import bnlessons  # noqa: F401
-    import pkgutil
     import importlib
+    import pkgutil
+
+    import bnlessons  # noqa: F401
 
     public = set()
     for mod in pkgutil.walk_packages(bnlessons.__path__, "bnlessons."):

@@ -154,6 +154,7 @@ def pages_to_visit(html: Path) -> list[Path]:
     return [html / "index.html"] + chapter_pages(html)
 
 
+@pytest.mark.browser
 def test_pages_render_offline(built_site, server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

@@ -11,7 +11,6 @@ Agreement is measured by the relative error
 ``max |a - b| / max(|a| + |b|, 1e-8)`` (elementwise), with thresholds stated
 in each function. One submodule per topic; everything is re-exported here.
 """
-from bnlessons.checks.common import Verdict, compare, rel_error, report
 from bnlessons.checks.batchnorm import (
     BACKWARD_TOL,
     FORWARD_TOL,
@@ -20,6 +19,7 @@ from bnlessons.checks.batchnorm import (
     check_backward,
     check_forward,
 )
+from bnlessons.checks.common import Verdict, compare, rel_error, report
 
 # One import per topic module.
 from bnlessons.checks.covariate_shift import (
@@ -44,3 +44,14 @@ from bnlessons.checks.residual import (
     check_skipinit_block,
     check_variance_prediction,
 )
+
+__all__ = [
+    "Verdict", "compare", "rel_error", "report",
+    "BACKWARD_TOL", "FORWARD_TOL", "SHAPES_2D", "SHAPES_4D",
+    "check_backward", "check_forward",
+    "check_noise_layer", "check_percentile_probe", "check_saturation",
+    "check_dx_properties", "check_scale_answers", "check_staged_backward",
+    "check_cs231n_update", "check_evaluate", "check_fold_linear", "check_precise_bn",
+    "check_pytorch_update",
+    "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
+]

@@ -1,0 +1,93 @@
+"""Input checks shared by the package: bad input gets an error that names it."""
+from __future__ import annotations
+
+import torch
+
+
+def as_float_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` if it is a floating-point tensor, else raise a clear error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}; "
+            f"convert it with {name}.float() or {name}.double()"
+        )
+    return x
+
+
+def check_bn_input(x: object, name: str = "x") -> torch.Tensor:
+    """Batch norm input: a float tensor of shape (N, C), (N, C, L) or (N, C, H, W)."""
+    x = as_float_tensor(x, name)
+    if x.dim() not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must have shape (N, C), (N, C, L) or (N, C, H, W); "
+            f"got {x.dim()} dimensions with shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        bad = "NaN" if torch.isnan(x).any() else "inf"
+        raise ValueError(f"{name} contains {bad} values; batch statistics would be {bad}")
+    return x
+
+
+def values_per_channel(x: torch.Tensor) -> int:
+    """How many numbers each channel's statistics are computed from: N*H*W."""
+    return x.numel() // x.shape[1]
+
+
+def check_training_batch(x: torch.Tensor, name: str = "x") -> None:
+    """Batch statistics need at least two values per channel."""
+    if values_per_channel(x) < 2:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got {name} of shape "
+            f"{tuple(x.shape)}: the batch variance of a single value is 0 and every "
+            "output would be beta. Use a larger batch or eval mode."
+        )
+
+
+def check_channel_param(p: object, name: str, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """gamma, beta, running statistics: one float per channel, same dtype as the input."""
+    p = as_float_tensor(p, name)
+    if tuple(p.shape) != (channels,):
+        raise ValueError(
+            f"{name} must have shape ({channels},), one value per channel of the input, "
+            f"got shape {tuple(p.shape)}"
+        )
+    if p.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {p.dtype} but the input has dtype {like.dtype}")
+    return p
+
+
+def check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return float(eps)
+
+
+def reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """The dimensions statistics are taken over: all but the channel dimension 1."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a (C,) vector so that it broadcasts against ``x`` along dimension 1."""
+    return v.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int (not a bool) of at least ``minimum``; the error names the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_batch_size(batch_size: object, n: int, minimum: int = 1) -> int:
+    """A batch size: an int of at least ``minimum`` and at most the ``n`` examples given."""
+    check_int(batch_size, "batch_size", minimum)
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} examples given")
+    return batch_size

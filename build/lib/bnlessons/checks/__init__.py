@@ -1,0 +1,57 @@
+"""Verdicts on a learner's own implementation, measured against a reference.
+
+Each ``check_*`` function runs the learner's code on random float64 inputs of
+several shapes (with random upstream gradients, never ``sum(out)``, whose
+gradient is identically zero), compares with the reference and prints one
+verdict: a pass, or the first thing that is wrong (an exception, a shape, a
+dtype, which output, how far off and where). It also returns a ``Verdict`` so
+tests and autograders can assert on ``verdict.passed``.
+
+Agreement is measured by the relative error
+``max |a - b| / max(|a| + |b|, 1e-8)`` (elementwise), with thresholds stated
+in each function. One submodule per topic; everything is re-exported here.
+"""
+from bnlessons.checks.batchnorm import (
+    BACKWARD_TOL,
+    FORWARD_TOL,
+    SHAPES_2D,
+    SHAPES_4D,
+    check_backward,
+    check_forward,
+)
+from bnlessons.checks.common import Verdict, compare, rel_error, report
+
+# One import per topic module.
+from bnlessons.checks.covariate_shift import (
+    check_noise_layer,
+    check_percentile_probe,
+    check_saturation,
+)
+from bnlessons.checks.gradients import (
+    check_dx_properties,
+    check_scale_answers,
+    check_staged_backward,
+)
+from bnlessons.checks.inference import (
+    check_cs231n_update,
+    check_evaluate,
+    check_fold_linear,
+    check_precise_bn,
+    check_pytorch_update,
+)
+from bnlessons.checks.residual import (
+    check_largest_stable_lr,
+    check_skipinit_block,
+    check_variance_prediction,
+)
+
+__all__ = [
+    "Verdict", "compare", "rel_error", "report",
+    "BACKWARD_TOL", "FORWARD_TOL", "SHAPES_2D", "SHAPES_4D",
+    "check_backward", "check_forward",
+    "check_noise_layer", "check_percentile_probe", "check_saturation",
+    "check_dx_properties", "check_scale_answers", "check_staged_backward",
+    "check_cs231n_update", "check_evaluate", "check_fold_linear", "check_precise_bn",
+    "check_pytorch_update",
+    "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
+]

@@ -1,0 +1,218 @@
+"""Checks for the covariate-shift topics: saturation, the percentile probe, the noise layer."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bnlessons import ics, shift
+from bnlessons.checks.common import Verdict, report
+from bnlessons.models import MLP
+from bnlessons.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
+
+SATURATION_TOL = 1e-9
+PROBE_TOL = 1e-9
+# (mean, std, threshold) of the Gaussian samples the saturation check uses
+SATURATION_CASES: tuple[tuple[float, float, float], ...] = (
+    (0.0, 1.0, 4.0), (3.0, 2.0, 4.0), (-5.0, 0.5, 4.0), (1.0, 3.0, 2.5))
+
+
+def _as_float(value: object) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"expected one number, got a tensor of shape {tuple(value.shape)}")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
+                     verbose: bool = True) -> Verdict:
+    """Check ``fn(z, threshold) -> (fraction, mean_slope)`` for samples ``z`` of a sigmoid input.
+
+    ``fraction`` is the share of entries with |z| > threshold and ``mean_slope``
+    the mean of sigmoid'(z). Both must match ``bnlessons.shift.saturation``
+    to absolute error ``tol`` on float64 samples of several Gaussians.
+    """
+    name = "check_saturation"
+    g = torch.Generator().manual_seed(11)
+    for mean, std, threshold in SATURATION_CASES:
+        z = mean + std * torch.randn(5000, generator=g, dtype=torch.float64)
+        note = f"(z ~ N({mean:g}, {std:g}^2), threshold {threshold:g})"
+        want = shift.saturation(z, threshold)
+        try:
+            result = fn(z.clone(), threshold)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                return report(Verdict(name, False, "return a pair (fraction, mean_slope) "
+                                       f"{note}"), verbose)
+            got = tuple(_as_float(v) for v in result)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        for label, a, b in zip(("fraction", "mean_slope"), got, want):
+            if not abs(a - b) <= tol:
+                hint = ""
+                if label == "fraction" and abs(a - (1 - b)) <= tol:
+                    hint = ": that is the unsaturated share, count |z| > threshold"
+                elif label == "mean_slope" and abs(a - 0.25) < 0.05 and b < 0.2:
+                    hint = ": use sigmoid(z) * (1 - sigmoid(z)) at each sample, then average"
+                return report(Verdict(name, False, f"{label} is {a:.6g}, expected {b:.6g} "
+                                       f"{note}{hint}"), verbose)
+    return report(Verdict(name, True, f"fraction and mean slope match to {tol:.0e} for "
+                           f"{len(SATURATION_CASES)} input distributions"), verbose)
+
+
+def _probe_model(seed: int) -> tuple[nn.Module, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = MLP(12, 3, width=9, depth=3, activation="sigmoid", norm="bn", init=0.5).double()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.norm.running_mean.copy_(torch.randn(9, generator=g, dtype=torch.float64))
+            block.norm.running_var.copy_(torch.rand(9, generator=g, dtype=torch.float64) + 0.5)
+    x = torch.randn(40, 12, generator=g, dtype=torch.float64) * 2
+    return model.train(), x
+
+
+def check_percentile_probe(fn: Callable, tol: float = PROBE_TOL,
+                           verbose: bool = True) -> Verdict:
+    """Check ``fn(model, x, module) -> tensor (3, units)``: the 15th, 50th and 85th
+    percentiles over the batch of ``module``'s input, with the model in eval mode.
+
+    Uses float64 sigmoid MLPs with BN whose running statistics are not the
+    defaults (so forgetting eval mode shows). The model must come back in the
+    mode it was in, with its running statistics unchanged.
+    """
+    name = "check_percentile_probe"
+    for seed in (1, 2):
+        model, x = _probe_model(seed)
+        stats = [b.norm.running_mean.clone() for b in model.blocks]
+        for layer in (0, 2):
+            module = model.blocks[layer].act
+            note = f"(hidden layer {layer + 1}, batch {tuple(x.shape)})"
+            want = ics.percentile_probe(model, x, module)
+            try:
+                got = fn(model, x.clone(), module)
+            except Exception as err:  # noqa: BLE001
+                return report(Verdict(name, False, f"your function raised "
+                                       f"{type(err).__name__}: {err} {note}"), verbose)
+            if not model.training:
+                return report(Verdict(name, False, "the model was left in eval mode: restore "
+                                       "the mode it had (model.train(was_training))"), verbose)
+            if any(not torch.equal(s, b.norm.running_mean) for s, b in zip(stats, model.blocks)):
+                return report(Verdict(name, False, "BN's running statistics changed: run the "
+                                       "probe in eval mode so BN only reads them"), verbose)
+            if not isinstance(got, torch.Tensor):
+                return report(Verdict(name, False, f"return a tensor, got "
+                                       f"{type(got).__name__} {note}"), verbose)
+            if got.shape != want.shape:
+                hint = " (transposed?)" if got.shape == want.T.shape else ""
+                return report(Verdict(name, False, f"shape {tuple(got.shape)}, expected "
+                                       f"{tuple(want.shape)} = (3 percentiles, units){hint} "
+                                       f"{note}"), verbose)
+            err = float((got.double() - want).abs().max())
+            if not err <= tol:
+                return report(Verdict(name, False, f"percentiles are off by up to {err:.3g} "
+                                       f"{note}; use the 15th, 50th and 85th with linear "
+                                       "interpolation (torch.quantile's default)"), verbose)
+    return report(Verdict(name, True, f"15th/50th/85th percentiles match to {tol:.0e} in eval "
+                           "mode; mode and running statistics are left alone"), verbose)
+
+
+def _noise_input(units: int, rows: int) -> torch.Tensor:
+    """Half the rows all 0 (output = m), half all 1 (output = s + m)."""
+    a = torch.zeros(rows, units, dtype=torch.float64)
+    a[rows // 2:] = 1.0
+    return a
+
+
+def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True) -> Verdict:
+    """Check a noisy-BN noise layer built by ``make_layer()``, statistically.
+
+    Expected, in training mode, for input ``a`` of shape (N, C):
+    ``s * a + m`` with, per unit and call, mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25),
+    and per sample and unit m ~ U(mu - 0.1, mu + 0.1), s ~ N(sigma, 0.1);
+    gradients flow to ``a``; in eval mode the expected transform ``1.125 * a``.
+    Tolerances are many standard errors wide for the sample sizes used.
+    """
+    name = "check_noise_layer"
+    units, rows = 256, 4000
+    a = _noise_input(units, rows)
+    zeros, ones = slice(0, rows // 2), slice(rows // 2, rows)
+    sigma_mid = sum(SCALE_RANGE) / 2
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        try:
+            layer = make_layer()
+            layer.train()
+            out = layer(a.clone())
+            out2 = layer(a.clone())
+            a_grad = a.clone().requires_grad_(True)
+            layer(a_grad).sum().backward()
+            layer.eval()
+            out_eval = layer(a.clone())
+        except Exception as err:  # noqa: BLE001
+            return report(Verdict(name, False, f"your layer raised {type(err).__name__}: {err}"),
+                          verbose)
+
+    def fail(message: str) -> Verdict:
+        return report(Verdict(name, False, message), verbose)
+
+    for label, t in (("training output", out), ("eval output", out_eval)):
+        if not isinstance(t, torch.Tensor) or t.shape != a.shape or t.dtype != a.dtype:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t)
+            return fail(f"{label} should be a tensor of shape {tuple(a.shape)} and dtype "
+                        f"{a.dtype}, got {got}")
+    m = out[zeros]  # rows where a = 0: the shift alone
+    mu_hat = m.mean(0)
+    width = (m.max(0).values - m.min(0).values).max().item()
+    if width > 2 * SAMPLE_RANGE + 1e-9:
+        return fail(f"where a = 0 the output should be the shift m, within +-{SAMPLE_RANGE} of "
+                    f"its unit's mu; one unit's values span {width:.3f}")
+    if mu_hat.abs().max().item() > MEAN_RANGE + SAMPLE_RANGE:
+        return fail(f"the per-unit mean shift mu should lie in [-{MEAN_RANGE}, {MEAN_RANGE}]; "
+                    f"found a unit at {mu_hat.abs().max().item():.3f}")
+    mu_spread = mu_hat.std().item()
+    if not 0.2 < mu_spread < 0.38:
+        return fail(f"the per-unit shifts mu should be spread like U(-0.5, 0.5) (std 0.29) "
+                    f"across units; their std is {mu_spread:.3f}")
+    m_std = m.std(0).median().item()
+    if not 0.045 < m_std < 0.07:
+        return fail(f"per sample, m ~ U(mu - 0.1, mu + 0.1) has std 0.058 within a unit; "
+                    f"yours has {m_std:.3f}")
+    sigma_hat = out[ones].mean(0) - mu_hat
+    if not (sigma_hat.min().item() > SCALE_RANGE[0] - 0.03
+            and sigma_hat.max().item() < SCALE_RANGE[1] + 0.03):
+        return fail(f"the per-unit scale sigma should lie in [{SCALE_RANGE[0]}, "
+                    f"{SCALE_RANGE[1]}]; found units between {sigma_hat.min().item():.3f} and "
+                    f"{sigma_hat.max().item():.3f}")
+    sigma_spread = sigma_hat.std().item()
+    if not 0.04 < sigma_spread < 0.1:
+        return fail(f"the per-unit scales should be spread like U(1, 1.25) (std 0.072) "
+                    f"across units; their std is {sigma_spread:.3f}")
+    s_std = (out[ones] - out[zeros]).std(0).median().item()
+    want_s_std = (SAMPLE_STD ** 2 + 2 * (2 * SAMPLE_RANGE) ** 2 / 12) ** 0.5
+    if not 0.8 * want_s_std < s_std < 1.2 * want_s_std:
+        return fail(f"per sample, s ~ N(sigma, {SAMPLE_STD}) and m vary independently; the "
+                    f"spread of output differences is {s_std:.3f}, expected about "
+                    f"{want_s_std:.3f}")
+    moved = (out2[zeros].mean(0) - mu_hat).abs().mean().item()
+    if moved < 0.1:
+        return fail(f"two calls gave nearly the same per-unit shifts (mean change {moved:.3f}): "
+                    "draw mu and sigma afresh at every call")
+    grad = a_grad.grad
+    if grad is None or not torch.isfinite(grad).all():
+        return fail("no finite gradient reached the input: build the output from a with "
+                    "differentiable tensor operations")
+    if abs(grad.mean().item() - sigma_mid) > 0.05:
+        return fail(f"d out / d a should be s, averaging {sigma_mid}; got {grad.mean().item():.3f}")
+    eval_err = (out_eval - sigma_mid * a).abs().max().item()
+    if eval_err > 1e-12:
+        return fail(f"in eval mode the layer should apply its expected transform "
+                    f"{sigma_mid} * a; it is off by up to {eval_err:.3g}")
+    return report(Verdict(name, True, "shifts, scales and their per-sample jitter have the "
+                           "right ranges and spreads, are drawn afresh each call, pass "
+                           "gradients, and eval mode applies the expected transform"), verbose)

@@ -1,0 +1,205 @@
+"""Checks for chapter 2's gradient exercises: the staged backward pass node by
+node, the properties of dx, and the scale factors of section 3.3."""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from bnlessons import gradcheck, reference
+from bnlessons.checks.batchnorm import BACKWARD_TOL, SHAPES_2D, _inputs
+from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.scale_invariance import linear_bn_layer, scaled_weight_gradients
+
+#: What the staged backward returns, in the order backpropagation computes it.
+STAGED_KEYS: tuple[str, ...] = ("dbeta", "dgamma", "dxhat", "dvar", "dmu", "dx")
+_NODE = {"dbeta": "beta", "dgamma": "gamma", "dxhat": "xhat", "dvar": "var", "dmu": "mu",
+         "dx": "x"}
+_HINT = {
+    "dbeta": "out = gamma * xhat + beta, so dbeta sums dout over the batch",
+    "dgamma": "dgamma sums dout * xhat over the batch",
+    "dxhat": "dxhat = dout * gamma, elementwise",
+    "dvar": "dvar sums dxhat * (x - mu) over the batch, times -1/2 (var + eps)^(-3/2)",
+    "dmu": "dmu has two terms: the path through xhat (-inv_std times the sum of dxhat) "
+           "and the path through var (dvar times the mean of -2 (x - mu), zero in value "
+           "but part of the formula)",
+    "dx": "dx has three terms: dxhat * inv_std, dvar * 2 (x - mu) / m and dmu / m, where m "
+          "counts the values per feature",
+}
+PROPERTY_TOL = 1e-10
+#: Batches of at least 8: with m = 2 BN's output is about +-1 whatever x is, dx itself is
+#: rounding noise, and "sums to zero" would compare noise with noise.
+PROPERTY_SHAPES: tuple[tuple[int, ...], ...] = ((8, 5), (16, 3), (64, 4), (256, 2))
+SCALE_QUANTITIES: tuple[str, ...] = ("output", "grad_input", "grad_weight", "effective_lr")
+
+
+def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
+                          shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
+                          tol: float = BACKWARD_TOL, verbose: bool = True) -> Verdict:
+    """Check a backward pass that returns the gradient at every node of the graph.
+
+    ``forward_fn(x, gamma, beta, eps)`` returns ``(out, cache)`` and
+    ``backward_fn(dout, cache)`` returns a dict with the keys ``STAGED_KEYS``.
+    Each gradient is compared, in the order backpropagation computes them,
+    with autograd's gradient at that node (``gradcheck.graph_gradients``); the
+    first one that is off is named, with the chain-rule step that produces it.
+    """
+    name = "check_staged_backward"
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, dout = _inputs(shape, seed=300 + i)
+        note = f"(input shape {tuple(shape)})"
+        want = gradcheck.graph_gradients(x, gamma, beta, eps, dout)
+        try:
+            result = forward_fn(x.clone(), gamma.clone(), beta.clone(), eps)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                return report(Verdict(name, False, f"your forward must return (out, cache) "
+                                       f"{note}"), verbose)
+            got = backward_fn(dout.clone(), result[1])
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if not isinstance(got, Mapping):
+            return report(Verdict(name, False, "your backward must return a dict with keys "
+                                   f"{', '.join(STAGED_KEYS)}; got {type(got).__name__}"),
+                          verbose)
+        missing = [k for k in STAGED_KEYS if k not in got]
+        if missing:
+            return report(Verdict(name, False, f"your dict has no {', '.join(missing)}: "
+                                   f"return all of {', '.join(STAGED_KEYS)}"), verbose)
+        for key in STAGED_KEYS:
+            problem = compare(key, got[key], want[_NODE[key]], tol, note)
+            if problem:
+                earlier = STAGED_KEYS[:STAGED_KEYS.index(key)]
+                so_far = f" ({', '.join(earlier)} are right)" if earlier else ""
+                return report(Verdict(name, False, f"{problem}{so_far}. Hint: {_HINT[key]}"),
+                              verbose)
+    shown = ", ".join(str(tuple(s)) for s in shapes)
+    return report(Verdict(name, True, f"every node ({', '.join(STAGED_KEYS)}) matches autograd "
+                           f"to relative error {tol:.0e} for shapes {shown}"), verbose)
+
+
+def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    """The angle (radians) by which one SGD step of size ``lr`` turns each row of ``w``."""
+    stepped = w - lr * grad
+    unit = w / w.norm(dim=1, keepdim=True)
+    along = (stepped * unit).sum(dim=1)
+    across = (stepped - along.unsqueeze(1) * unit).norm(dim=1)
+    return torch.atan2(across, along)
+
+
+def values_in_batch(shape: Sequence[int]) -> int:
+    """How many values each feature's statistics use: N (times H*W for images)."""
+    count = shape[0]
+    for size in shape[2:]:
+        count *= size
+    return count
+
+
+def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
+    """max over features of |sum of values| / sum of |values|: 0 when they cancel exactly."""
+    total = values.sum(dim=dims).abs()
+    size = values.abs().sum(dim=dims).clamp_min(torch.finfo(values.dtype).tiny)
+    return float((total / size).max())
+
+
+def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
+                        shapes: Sequence[Sequence[int]] = PROPERTY_SHAPES,
+                        tol: float = PROPERTY_TOL, verbose: bool = True,
+                        seed: int = 400) -> Verdict:
+    """Check three facts about BN's input gradient on a learner's backward pass.
+
+    1. ``dx`` sums to zero over the batch, for each feature;
+    2. with ``eps = 0``, ``dx`` is orthogonal to ``xhat``, feature by feature;
+    3. for ``dout = ones`` (the loss ``sum(out)``) ``dx`` is zero everywhere.
+
+    "Zero" means: at most ``tol`` times the size of the terms that cancel.
+    Every shape needs a batch of at least 8 values per feature (see
+    ``PROPERTY_SHAPES``); ``seed`` chooses the random inputs.
+    """
+    name = "check_dx_properties"
+    for shape in shapes:
+        if values_in_batch(shape) < 8:
+            raise ValueError(f"check_dx_properties needs at least 8 values per feature, got "
+                             f"shape {tuple(shape)}: with fewer, dx is mostly rounding noise")
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
+        note = f"(input shape {tuple(shape)})"
+        dims = (0,) + tuple(range(2, x.dim()))
+        try:
+            _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+            dx = backward_fn(dout.clone(), cache)[0]
+            _, cache0 = forward_fn(x.clone(), gamma.clone(), beta.clone(), 0.0)
+            dx0 = backward_fn(dout.clone(), cache0)[0]
+            dx_ones = backward_fn(torch.ones_like(dout), cache)[0]
+        except Exception as err:  # noqa: BLE001
+            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        for label, got in (("dx", dx), ("dx (eps = 0)", dx0), ("dx (dout = ones)", dx_ones)):
+            if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+                shape_got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)
+                return report(Verdict(name, False, f"{label} should be a tensor of shape "
+                                       f"{tuple(x.shape)}, got {shape_got} {note}"), verbose)
+        if _column_ratio(dx, dims) > tol:
+            return report(Verdict(name, False, f"dx does not sum to zero over the batch {note}: "
+                                   "check the dmu / m term, which every example shares"),
+                          verbose)
+        xhat0 = reference.forward(x, gamma, beta, 0.0)[1].xhat
+        if _column_ratio(dx0 * xhat0, dims) > tol:
+            return report(Verdict(name, False, f"with eps = 0, dx is not orthogonal to xhat "
+                                   f"{note}: check the term through var"), verbose)
+        scale = float(dx.abs().max())
+        if float(dx_ones.abs().max()) > tol * scale:
+            return report(Verdict(name, False, f"with dout = ones, dx should vanish but it does "
+                                   f"not {note}"), verbose)
+    return report(Verdict(name, True, "dx sums to zero over the batch, is orthogonal to xhat "
+                           "when eps = 0, and vanishes for dout = ones (each to within "
+                           f"{tol:.0e} of the terms that cancel)"), verbose)
+
+
+def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: float = 1e-6,
+                        verbose: bool = True) -> Verdict:
+    """Compare predicted factors with measured ones when the weight W before BN becomes a W.
+
+    ``answers`` maps each of ``SCALE_QUANTITIES`` to a number: by what factor
+    BN's output, the gradient with respect to the layer's input u, the
+    gradient with respect to the weight (as a norm) and the effective learning
+    rate ``lr / |w|^2`` change. They are measured on a random layer with eps = 0.
+    """
+    name = "check_scale_answers"
+    if not isinstance(answers, Mapping):
+        return report(Verdict(name, False, "answers must be a dict with keys "
+                               f"{', '.join(SCALE_QUANTITIES)}"), verbose)
+    missing = [k for k in SCALE_QUANTITIES if k not in answers]
+    if missing:
+        return report(Verdict(name, False, f"answers has no {', '.join(missing)}"), verbose)
+    g = torch.Generator().manual_seed(500)
+    torch_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(501)
+        layer = linear_bn_layer(6, 4, eps=0.0)
+    finally:
+        torch.random.set_rng_state(torch_state)
+    u = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    upstream = torch.randn(32, 4, generator=g, dtype=torch.float64)
+    base = scaled_weight_gradients(layer, u, upstream, 1.0)
+    scaled = scaled_weight_gradients(layer, u, upstream, a)
+    w = layer[0].weight.detach()
+    lr = 1e-6  # small, so that the angle a step turns a row is proportional to the rate
+    measured = {
+        "output": float(scaled["out"].norm() / base["out"].norm()),
+        "grad_input": float(scaled["grad_input"].norm() / base["grad_input"].norm()),
+        "grad_weight": float(scaled["grad_weight"].norm() / base["grad_weight"].norm()),
+        # the effective learning rate, measured: how far one SGD step turns each weight row
+        "effective_lr": float((_turn(a * w, scaled["grad_weight"], lr)
+                               / _turn(w, base["grad_weight"], lr)).mean()),
+    }
+    for key in SCALE_QUANTITIES:
+        value = answers[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return report(Verdict(name, False, f"answers[{key!r}] must be a number, got "
+                                   f"{type(value).__name__}"), verbose)
+        if abs(value - measured[key]) > rtol * abs(measured[key]):
+            return report(Verdict(name, False, f"{key}: you said {value:.6g}, but with a = {a:g} "
+                                   f"the measured factor is {measured[key]:.6g}"), verbose)
+    return report(Verdict(name, True, f"all four factors match the ones measured with a = {a:g} "
+                           f"(relative tolerance {rtol:.0e})"), verbose)

@@ -1,0 +1,271 @@
+"""Checks for the inference-statistics exercises: running-statistics updates in
+two conventions, precise-BN recalibration, folding BN into a Linear layer, and
+an evaluation loop that leaves batch norm alone."""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from bnlessons import running_stats
+from bnlessons.bn_modes import bn_buffers, buffers_changed
+from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.deploy import fold_linear_bn
+from bnlessons.precise_bn import recompute_bn_stats
+
+UPDATE_TOL = 1e-10
+PRECISE_TOL = 1e-8
+FOLD_TOL = 1e-10
+UPDATE_SHAPES: tuple[tuple[int, ...], ...] = ((8, 3), (2, 5), (4, 3, 5, 5))
+
+
+def _running_inputs(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) * 2.0 + 0.7
+    running_mean = torch.randn(c, generator=g, dtype=torch.float64)
+    running_var = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    return x, running_mean, running_var
+
+
+def _raised(name: str, err: Exception, note: str, verbose: bool) -> Verdict:
+    return report(Verdict(name, False, f"your function raised {type(err).__name__}: {err} "
+                           f"{note}"), verbose)
+
+
+def _pair(result: object, n: int) -> Optional[tuple]:
+    return result if isinstance(result, tuple) and len(result) == n else None
+
+
+def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True) -> Verdict:
+    """Check ``fn(running_mean, running_var, num_batches_tracked, x, momentum)``.
+
+    It must return ``(running_mean, running_var, num_batches_tracked)`` after
+    one training-mode update in PyTorch's convention (momentum = weight of the
+    new batch, unbiased variance, ``momentum=None`` = cumulative average).
+    Cases: momentum 0.1 and 0.3 and None, shapes (N, C) and (N, C, H, W).
+    """
+    name = "check_pytorch_update"
+    cases = [(shape, momentum, count) for shape in UPDATE_SHAPES
+             for momentum, count in ((0.1, 0), (0.3, 5), (None, 0), (None, 3))]
+    for i, (shape, momentum, count) in enumerate(cases):
+        x, rm, rv = _running_inputs(shape, seed=300 + i)
+        note = f"(x of shape {shape}, momentum={momentum}, num_batches_tracked={count})"
+        want = running_stats.pytorch_update(rm, rv, count, x, momentum)
+        try:
+            got = _pair(fn(rm.clone(), rv.clone(), count, x.clone(), momentum), 3)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return _raised(name, err, note, verbose)
+        if got is None:
+            return report(Verdict(name, False, "return (running_mean, running_var, "
+                                   f"num_batches_tracked) {note}"), verbose)
+        if int(got[2]) != want[2]:
+            return report(Verdict(name, False, f"num_batches_tracked should become {want[2]}, "
+                                   f"got {got[2]} {note}"), verbose)
+        for label, g, w in (("running_mean", got[0], want[0]), ("running_var", got[1], want[1])):
+            problem = compare(label, g, w, tol, note)
+            if problem:
+                hint = ""
+                if label == "running_var" and momentum is not None:
+                    m = x.numel() // x.shape[1]
+                    biased = (1 - momentum) * rv + momentum * x.transpose(0, 1).reshape(
+                        x.shape[1], -1).var(dim=1, unbiased=False)
+                    if isinstance(g, torch.Tensor) and g.shape == biased.shape and \
+                            torch.allclose(g, biased, rtol=1e-9, atol=1e-12):
+                        hint = (f"; this is the biased variance: PyTorch feeds m/(m-1) times it "
+                                f"(m = {m})")
+                return report(Verdict(name, False, problem + hint), verbose)
+    return report(Verdict(name, True, f"matches nn.BatchNorm's update (momentum 0.1, 0.3, None; "
+                           f"{len(UPDATE_SHAPES)} shapes) to relative error {tol:.0e}"), verbose)
+
+
+def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True) -> Verdict:
+    """Check ``fn(running_mean, running_var, x, momentum)`` -> ``(running_mean, running_var)``.
+
+    CS231n's convention: momentum is the weight of the old value (default 0.9)
+    and the variance fed in is the biased batch variance.
+    """
+    name = "check_cs231n_update"
+    cases = [(shape, momentum) for shape in UPDATE_SHAPES for momentum in (0.9, 0.5)]
+    for i, (shape, momentum) in enumerate(cases):
+        x, rm, rv = _running_inputs(shape, seed=400 + i)
+        note = f"(x of shape {shape}, momentum={momentum})"
+        want = running_stats.cs231n_update(rm, rv, x, momentum)
+        try:
+            got = _pair(fn(rm.clone(), rv.clone(), x.clone(), momentum), 2)
+        except Exception as err:  # noqa: BLE001
+            return _raised(name, err, note, verbose)
+        if got is None:
+            return report(Verdict(name, False, f"return (running_mean, running_var) {note}"),
+                          verbose)
+        for label, g, w in (("running_mean", got[0], want[0]), ("running_var", got[1], want[1])):
+            problem = compare(label, g, w, tol, note)
+            if problem:
+                swapped = running_stats.cs231n_update(rm, rv, x, 1 - momentum)
+                hint = ""
+                idx = 0 if label == "running_mean" else 1
+                if isinstance(g, torch.Tensor) and g.shape == swapped[idx].shape and \
+                        torch.allclose(g, swapped[idx], rtol=1e-9, atol=1e-12):
+                    hint = "; momentum here is the weight of the OLD value, not of the new batch"
+                return report(Verdict(name, False, problem + hint), verbose)
+    return report(Verdict(name, True, f"matches CS231n's update (decay 0.9 and 0.5, "
+                           f"{len(UPDATE_SHAPES)} shapes) to relative error {tol:.0e}"), verbose)
+
+
+def _small_bn_mlp(seed: int) -> nn.Sequential:
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(),
+                          nn.Linear(5, 4, bias=False), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+        for bn in (model[1], model[4]):
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g, dtype=torch.float64))
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=g, dtype=torch.float64) * 5)
+            bn.num_batches_tracked.fill_(17)
+    return model
+
+
+def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = True) -> Verdict:
+    """Check ``fn(model, x, batch_size)``, which must recompute BN statistics in place.
+
+    After the call every BN layer's running mean and variance must equal
+    Algorithm 2 run with the current weights on the full batches of ``x``
+    (average of batch means; average of unbiased batch variances), each BN
+    layer's ``momentum`` must be what it was, and the model must be back in
+    the mode it came in (tried in training and in eval mode).
+    """
+    name = "check_precise_bn"
+    cases = ((64, 16, True), (90, 30, True), (50, 20, False))
+    for i, (n, batch_size, arrives_training) in enumerate(cases):
+        model = _small_bn_mlp(seed=500 + i)
+        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(510 + i),
+                        dtype=torch.float64) * 1.5 + 0.3
+        mode = "training" if arrives_training else "eval"
+        note = f"({n} inputs, batch_size={batch_size}, model in {mode} mode)"
+        want = copy.deepcopy(model)
+        recompute_bn_stats(want, x, batch_size)
+        got = copy.deepcopy(model)
+        got.train(arrives_training)
+        try:
+            fn(got, x.clone(), batch_size)
+        except Exception as err:  # noqa: BLE001
+            return _raised(name, err, note, verbose)
+        for idx in (1, 4):
+            for buf in ("running_mean", "running_var"):
+                problem = compare(f"layer {idx} {buf}", getattr(got[idx], buf),
+                                  getattr(want[idx], buf), tol, note)
+                if problem:
+                    return report(Verdict(name, False, problem), verbose)
+            if got[idx].momentum != model[idx].momentum:
+                return report(Verdict(name, False, f"layer {idx} momentum is "
+                                       f"{got[idx].momentum} after your call; restore it to "
+                                       f"{model[idx].momentum} {note}"), verbose)
+        if got.training != arrives_training:
+            left = "training" if got.training else "eval"
+            return report(Verdict(name, False, f"the model was in {mode} mode before your "
+                                   f"call and is in {left} mode after it; restore its mode "
+                                   f"{note}"), verbose)
+    return report(Verdict(name, True, f"running statistics match Algorithm 2 with the current "
+                           f"weights to relative error {tol:.0e}; momenta and mode restored "
+                           f"(tried in training and in eval mode)"), verbose)
+
+
+def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True) -> Verdict:
+    """Check ``fn(linear, bn)`` -> ``(weight, bias)``: one Linear equal to ``bn(linear(u))``.
+
+    ``bn`` is in eval mode, so the pair is a fixed affine map.
+
+    Cases: a Linear with and without bias, a BN with and without affine
+    parameters, float64.
+    """
+    name = "check_fold_linear"
+    for i, (n_in, n_out, bias, affine) in enumerate(((5, 3, True, True), (4, 6, False, True),
+                                                      (3, 2, True, False))):
+        g = torch.Generator().manual_seed(600 + i)
+        linear = nn.Linear(n_in, n_out, bias=bias).double()
+        bn = nn.BatchNorm1d(n_out, affine=affine).double().eval()
+        with torch.no_grad():
+            for p in list(linear.parameters()) + list(bn.parameters()):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+            bn.running_mean.copy_(torch.randn(n_out, generator=g, dtype=torch.float64))
+            bn.running_var.copy_(torch.rand(n_out, generator=g, dtype=torch.float64) * 3 + 0.1)
+        note = f"(Linear({n_in}, {n_out}, bias={bias}), BatchNorm1d affine={affine})"
+        want = fold_linear_bn(linear, bn)
+        try:
+            got = _pair(fn(copy.deepcopy(linear), copy.deepcopy(bn)), 2)
+        except Exception as err:  # noqa: BLE001
+            return _raised(name, err, note, verbose)
+        if got is None:
+            return report(Verdict(name, False, f"return (weight, bias) {note}"), verbose)
+        for label, g_t, w_t in (("weight", got[0], want.weight.detach()),
+                                ("bias", got[1], want.bias.detach())):
+            if isinstance(g_t, torch.Tensor):
+                g_t = g_t.detach()
+            problem = compare(label, g_t, w_t, tol, note)
+            if problem:
+                return report(Verdict(name, False, problem), verbose)
+    return report(Verdict(name, True, f"weight and bias match the folded layer to relative "
+                           f"error {tol:.0e} (with and without Linear bias and BN affine)"),
+                  verbose)
+
+
+def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    """A BN model whose batch statistics are far from its running statistics."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Linear(16, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        model[1].running_mean.copy_(torch.randn(16, generator=g) * 2)
+        model[1].running_var.copy_(torch.rand(16, generator=g) * 4 + 0.5)
+    x = torch.randn(48, 8, generator=g) * 3 + 1
+    with torch.no_grad():
+        y = model.eval()(x).argmax(dim=1)
+    y[::4] = (y[::4] + 1) % 4  # a quarter wrong: the right answer is 0.75
+    model.train()
+    return model, x, y
+
+
+def check_evaluate(fn: Callable, verbose: bool = True) -> Verdict:
+    """Check ``fn(model, x, y, batch_size)`` -> accuracy, an evaluation loop.
+
+    The model arrives in training mode, then (a second time) in eval mode.
+    The accuracy must be the eval-mode one, no BN buffer may change, and the
+    model must leave in the mode it came in: a loop that ends with an
+    unconditional ``model.train()`` fails the second case.
+    """
+    name = "check_evaluate"
+    for batch_size, arrives_training in ((4, True), (16, True), (16, False)):
+        model, x, y = _labelled_model(seed=700 + batch_size)
+        model.train(arrives_training)
+        mode = "training" if arrives_training else "eval"
+        note = f"(batch_size={batch_size}, model in {mode} mode)"
+        want = 0.75
+        before = bn_buffers(model)
+        try:
+            got = fn(model, x.clone(), y.clone(), batch_size)
+        except Exception as err:  # noqa: BLE001
+            return _raised(name, err, note, verbose)
+        changed = buffers_changed(before, bn_buffers(model))
+        if changed:
+            return report(Verdict(name, False, f"your loop changed {', '.join(changed)}: the "
+                                   f"model ran in training mode, so BN used batch statistics "
+                                   f"and updated its running ones {note}"), verbose)
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            return report(Verdict(name, False, f"return the accuracy as a float, got "
+                                   f"{type(got).__name__} {note}"), verbose)
+        if abs(float(got) - want) > 1e-9:
+            return report(Verdict(name, False, f"accuracy {float(got):.4f}, expected {want:.4f} "
+                                   f"{note}"), verbose)
+        if model.training != arrives_training:
+            left = "training" if model.training else "eval"
+            return report(Verdict(name, False, f"the model came in {mode} mode and left in "
+                                   f"{left} mode; hand it back in the mode it came in {note}"),
+                          verbose)
+    return report(Verdict(name, True, "eval-mode accuracy, BN buffers untouched, the model's "
+                           "mode restored (tried in training and in eval mode)"), verbose)

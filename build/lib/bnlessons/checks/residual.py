@@ -1,0 +1,199 @@
+"""Checks for the residual chapter: variance predictions, SkipInit blocks, stable learning rates."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.train import History
+
+PREDICTION_TOL = 1e-8
+PREDICTION_CASES: tuple[tuple[str, int, float], ...] = (
+    ("linear", 10, 1.0), ("linear", 100, 0.1), ("linear", 5, 0.5),
+    ("bn-linear", 10, 1.0), ("bn-linear", 100, 0.1), ("bn-linear", 7, 2.0),
+)
+
+
+def predicted_variance(design: str, depth: int, alpha: float) -> torch.Tensor:
+    """Var(x_l) for l = 0..depth when Var(x_0) = 1, at initialisation.
+
+    ``linear``: Var(x_l) = (1 + alpha^2) Var(x_{l-1}); ``bn-linear``: the
+    branch reads BN(x), of variance 1, so Var(x_l) = Var(x_{l-1}) + alpha^2.
+    """
+    l = torch.arange(depth + 1, dtype=torch.float64)
+    if design == "linear":
+        return (1.0 + alpha**2) ** l
+    if design == "bn-linear":
+        return 1.0 + alpha**2 * l
+    raise ValueError(f"design must be 'linear' or 'bn-linear', got {design!r}")
+
+
+def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, float]] =
+                              PREDICTION_CASES, tol: float = PREDICTION_TOL,
+                              verbose: bool = True) -> Verdict:
+    """Check ``fn(design, depth, alpha)`` -> [Var(x_0), ..., Var(x_depth)] (float64).
+
+    ``design`` is ``"linear"`` (a variance-preserving linear branch, no
+    normalisation) or ``"bn-linear"`` (the branch normalises its input with
+    BN first); every branch is multiplied by ``alpha``, and Var(x_0) = 1.
+    Passes if every case matches the derivation to relative error ``tol``.
+    """
+    name = "check_variance_prediction"
+    for design, depth, alpha in cases:
+        note = f"(design={design!r}, depth={depth}, alpha={alpha:g})"
+        want = predicted_variance(design, depth, alpha)
+        try:
+            got = fn(design, depth, alpha)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if isinstance(got, torch.Tensor) and got.is_floating_point() and got.dtype != want.dtype:
+            got = got.double()
+        problem = compare("Var(x_l)", got, want, tol, note)
+        if problem:
+            if isinstance(got, torch.Tensor) and got.shape == want.shape:
+                bad = int(((got.double() - want).abs() > tol * want.abs()).nonzero()[0])
+                problem += f"; first wrong at l = {bad}"
+            return report(Verdict(name, False, problem), verbose)
+    return report(Verdict(name, True, f"all {len(cases)} predictions match the derivation "
+                           f"(relative error {tol:.0e})"), verbose)
+
+
+def _scalar_params(block: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in block.named_parameters() if p.numel() == 1]
+
+
+def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16,
+                         verbose: bool = True) -> Verdict:
+    """Check ``make_block(width)``: a residual block ``x + alpha * f(x)``, SkipInit style.
+
+    Runs the block in float64 on a random (32, width) batch and checks that
+    it has one learnable scalar alpha starting at 0, that it is then exactly
+    the identity, that at that point the loss gradient reaches alpha but not
+    the branch's weights, and that its output is ``x + alpha * f(x)`` for
+    other values of alpha (linear in alpha, with a branch that is not zero).
+    """
+    name = "check_skipinit_block"
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(32, width, generator=g, dtype=torch.float64)
+    dout = torch.randn(32, width, generator=g, dtype=torch.float64)
+    try:
+        block = make_block(width)
+    except Exception as err:  # noqa: BLE001
+        return report(Verdict(name, False, f"make_block({width}) raised {type(err).__name__}: "
+                               f"{err}"), verbose)
+    if not isinstance(block, nn.Module):
+        return report(Verdict(name, False, "make_block must return an nn.Module, got "
+                               f"{type(block).__name__}"), verbose)
+    block = block.double().train()
+    scalars = _scalar_params(block)
+    zeros = [(n, p) for n, p in scalars if float(p.detach()) == 0.0]
+    if not zeros:
+        found = ", ".join(f"{n}={float(p.detach()):g}" for n, p in scalars) or "none"
+        return report(Verdict(name, False, "no learnable scalar (a parameter with one element) "
+                               f"starts at 0; scalar parameters found: {found}"), verbose)
+    if len(zeros) > 1:
+        return report(Verdict(name, False, "more than one scalar parameter starts at 0 ("
+                               + ", ".join(n for n, _ in zeros) + "); use exactly one alpha"),
+                      verbose)
+    alpha_name, alpha = zeros[0]
+    try:
+        out = block(x)
+    except Exception as err:  # noqa: BLE001
+        return report(Verdict(name, False, f"the forward pass raised {type(err).__name__}: "
+                               f"{err}"), verbose)
+    problem = compare("output at initialisation", out.detach(), x, 1e-12,
+                      "(with alpha = 0 the block must return its input unchanged)")
+    if problem:
+        return report(Verdict(name, False, problem), verbose)
+    block.zero_grad(set_to_none=True)
+    (out * dout).sum().backward()
+    if alpha.grad is None or float(alpha.grad.abs()) == 0.0:
+        return report(Verdict(name, False, f"the gradient reaching {alpha_name} at "
+                               "initialisation is zero or missing: alpha must multiply the "
+                               "branch's output"), verbose)
+    for n, p in block.named_parameters():
+        if p is alpha or p.numel() == 1:
+            continue
+        if p.grad is not None and float(p.grad.abs().max()) > 0.0:
+            return report(Verdict(name, False, f"{n} gets a non-zero gradient while alpha = 0: "
+                                   "alpha should multiply the whole branch, after its last "
+                                   "layer"), verbose)
+    with torch.no_grad():
+        deltas = []
+        for value in (0.5, 1.0):
+            alpha.fill_(value)
+            deltas.append(block(x) - x)
+        alpha.fill_(0.0)
+    if float(deltas[1].abs().max()) == 0.0:
+        return report(Verdict(name, False, "with alpha = 1 the block still returns its input: "
+                               "the branch f(x) is identically zero"), verbose)
+    problem = compare("output - x at alpha = 1", deltas[1], 2.0 * deltas[0], 1e-10,
+                      "(compared with twice the change at alpha = 0.5: it must be alpha * f(x))")
+    if problem:
+        return report(Verdict(name, False, problem), verbose)
+    return report(Verdict(name, True, f"{alpha_name} starts at 0, the block starts as the "
+                           "identity, only alpha gets a gradient at first, and the output is "
+                           "x + alpha * f(x)"), verbose)
+
+
+def _fake_history(diverged_at: Optional[int], acc: float) -> History:
+    h = History()
+    h.steps, h.test_acc, h.test_loss = [0, 100], [0.1, acc], [2.3, 0.5]
+    if diverged_at is not None:
+        h.steps, h.test_acc, h.test_loss = [0], [0.1], [2.3]
+        h.diverged_at = diverged_at
+    return h
+
+
+STABLE_LR_CASES: tuple[tuple[tuple[float, ...], float, float], ...] = (
+    # (learning rates to try, largest lr that trains, lr from which training diverges)
+    ((0.01, 0.03, 0.1, 0.3, 1.0), 0.1, 0.3),
+    ((1.0, 0.1, 0.01, 0.3, 0.03), 0.1, 0.3),  # not sorted
+    ((0.05, 0.1, 0.2, 0.5, 1.0, 2.0), 1.0, 4.0),  # 2.0 stays finite but does not learn
+    ((0.1, 0.2), 0.05, 0.1),  # nothing trains
+    ((0.5,), 1.0, 2.0),  # a single rate that trains
+)
+
+
+def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5,
+                            verbose: bool = True) -> Verdict:
+    """Check ``fn(train_at, lrs, min_accuracy)`` -> the largest lr in ``lrs`` that trains.
+
+    ``train_at(lr)`` returns a ``train.History``; a run trained if it never
+    went non-finite and ended with test accuracy >= ``min_accuracy``. ``fn``
+    must return ``None`` when no learning rate trains. The check feeds
+    simulated runs (instant, no real training), including unsorted rates and
+    a rate whose loss stays finite but which learns nothing.
+    """
+    name = "check_largest_stable_lr"
+    for lrs, good_up_to, diverges_from in STABLE_LR_CASES:
+        def train_at(lr: float, good=good_up_to, bad=diverges_from) -> History:
+            if lr >= bad:
+                return _fake_history(diverged_at=3, acc=0.1)
+            return _fake_history(None, 0.9 if lr <= good else 0.2)
+
+        trainable = [lr for lr in lrs if lr <= good_up_to]
+        want = max(trainable) if trainable else None
+        note = f"(lrs={list(lrs)}, runs train up to lr={good_up_to:g})"
+        try:
+            got = fn(train_at, list(lrs), min_accuracy)
+        except Exception as err:  # noqa: BLE001
+            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if want is None and got is not None:
+            return report(Verdict(name, False, f"no rate trains, so the answer is None; got "
+                                   f"{got!r} {note}"), verbose)
+        if want is not None and (got is None or isinstance(got, bool)
+                                 or not isinstance(got, (int, float)) or got != want):
+            hint = ""
+            if isinstance(got, (int, float)) and got > good_up_to:
+                hint = ("; that run stays finite but does not reach min_accuracy"
+                        if got < diverges_from else "; that run diverges")
+            return report(Verdict(name, False, f"expected {want:g}, got {got!r} {note}{hint}"),
+                          verbose)
+    return report(Verdict(name, True, f"right answer on all {len(STABLE_LR_CASES)} simulated "
+                           "sweeps (unsorted rates, finite-but-useless runs, nothing stable)"),
+                  verbose)

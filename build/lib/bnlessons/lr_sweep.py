@@ -1,0 +1,97 @@
+"""Learning-rate sweeps: which learning rates still train a network?
+
+``lr_sweep`` trains one fresh model per learning rate (same seed, same
+minibatches) for a fixed number of steps and keeps the final test accuracy.
+A learning rate *trains* if that accuracy reaches ``threshold``;
+``Sweep.largest_trainable`` is the largest such rate on the grid. Rates
+above the limit are usually hopeless, so the sweep can stop after
+``stop_after`` consecutive failures: the rates it skips count as failures.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from bnlessons.data import Dataset
+from bnlessons.train import train
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Final test accuracy per learning rate (NaN where the loss diverged or the rate was
+    skipped)."""
+
+    lrs: tuple[float, ...]
+    final_acc: tuple[float, ...]
+    diverged: tuple[bool, ...]
+    skipped: tuple[bool, ...]
+    threshold: float
+
+    def trains(self) -> list[bool]:
+        """Whether each learning rate reached ``threshold`` test accuracy."""
+        return [not math.isnan(a) and a >= self.threshold for a in self.final_acc]
+
+    def largest_trainable(self) -> Optional[float]:
+        """The largest learning rate that trains, or None if none does."""
+        ok = [lr for lr, t in zip(self.lrs, self.trains()) if t]
+        return max(ok) if ok else None
+
+
+def geometric_grid(start: float, stop: float, factor: float = 2.0) -> tuple[float, ...]:
+    """``start, start*factor, ...`` up to and including ``stop`` (within rounding)."""
+    for value, name in ((start, "start"), (stop, "stop")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not factor > 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}")
+    if stop < start:
+        raise ValueError(f"stop ({stop}) must be >= start ({start})")
+    count = int(math.floor(math.log(stop / start) / math.log(factor) + 1e-9)) + 1
+    return tuple(float(start * factor**k) for k in range(count))
+
+
+def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[float],
+             steps: int, seed: int, threshold: float, batch_size: int = 64,
+             stop_after: Optional[int] = 2) -> Sweep:
+    """Train ``build_model()`` once per learning rate in ``lrs`` (ascending) with plain SGD.
+
+    The model is built after ``torch.manual_seed(seed)`` so every rate starts
+    from the same weights, and ``train`` draws the same minibatches for every
+    rate. After ``stop_after`` consecutive rates that fail to train, the
+    larger ones are skipped (``None`` runs them all).
+    """
+    if isinstance(build_model, nn.Module) or not callable(build_model):
+        raise TypeError("build_model must be callable and return a new model (for example "
+                        f"lambda: MLP(...)), got {type(build_model).__name__}")
+    lrs = tuple(float(lr) for lr in lrs)
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs must be a non-empty sequence of positive numbers, got {lrs}")
+    if list(lrs) != sorted(lrs):
+        raise ValueError(f"lrs must be in ascending order, got {lrs}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a test accuracy in (0, 1], got {threshold!r}")
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or stop_after < 1):
+        raise ValueError(f"stop_after must be None or an int >= 1, got {stop_after!r}")
+    accs, diverged, skipped = [], [], []
+    failures = 0
+    for lr in lrs:
+        if stop_after is not None and failures >= stop_after:
+            accs.append(float("nan"))
+            diverged.append(False)
+            skipped.append(True)
+            continue
+        torch.manual_seed(seed)
+        model = build_model()
+        history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
+                        eval_every=steps, progress=False)
+        acc = float("nan") if history.diverged else history.final_acc
+        accs.append(acc)
+        diverged.append(history.diverged)
+        skipped.append(False)
+        failures = 0 if (not math.isnan(acc) and acc >= threshold) else failures + 1
+    return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold))

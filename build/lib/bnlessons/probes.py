@@ -1,0 +1,142 @@
+"""Looking inside a network: per-layer activations, percentiles, means, variances.
+
+``ActivationRecorder`` hooks named modules and keeps what flowed into (or out
+of) them on the latest forward pass. The summary functions reduce those
+tensors to the numbers the lessons plot: percentiles of one unit's input over
+a batch, per-unit means and variances, and variance per layer.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+class ActivationRecorder:
+    """Record the input or output of named modules on each forward pass.
+
+    Use as a context manager, or call ``remove()`` when done:
+
+        with ActivationRecorder({"act3": model.blocks[2].act}) as rec:
+            model(x)
+        rec.last["act3"]  # the sigmoid's input, detached
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], capture: str = "input") -> None:
+        if capture not in ("input", "output"):
+            raise ValueError(f"capture must be 'input' or 'output', got {capture!r}")
+        if not modules:
+            raise ValueError("modules is empty: name at least one module to record")
+        for name, module in modules.items():
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"modules[{name!r}] must be an nn.Module, got "
+                                f"{type(module).__name__}")
+        self.capture = capture
+        self.last: dict[str, torch.Tensor] = {}
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            value = inputs[0] if self.capture == "input" else output
+            self.last[name] = value.detach().clone()
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "ActivationRecorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+@torch.no_grad()
+def capture_in_eval(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module],
+                    capture: str = "input") -> dict[str, torch.Tensor]:
+    """What flows into (or out of) each named module when ``model`` sees ``x`` in eval mode.
+
+    BN layers use their running statistics and are not updated; no gradients
+    are kept; the model's training mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with ActivationRecorder(modules, capture) as rec:
+            model(x)
+    finally:
+        model.train(was_training)
+    return rec.last
+
+
+def activation_inputs(model: nn.Module) -> dict[str, nn.Module]:
+    """The activation module of every hidden block, named ``layer1``, ``layer2``, ..."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} has no .blocks; name the modules yourself")
+    return {f"layer{i + 1}": b.act for i, b in enumerate(blocks)}
+
+
+def percentiles(values: torch.Tensor, qs: Sequence[float] = (15, 50, 85)) -> torch.Tensor:
+    """Percentiles over the batch dimension: (N, ...) -> (len(qs), ...)."""
+    if not isinstance(values, torch.Tensor) or values.dim() < 1 or values.shape[0] < 1:
+        raise ValueError("values must be a tensor with a non-empty batch dimension 0")
+    q = torch.tensor([float(v) / 100.0 for v in qs], dtype=torch.float64)
+    if (q < 0).any() or (q > 1).any():
+        raise ValueError(f"percentiles must lie in [0, 100], got {tuple(qs)}")
+    return torch.quantile(values.double(), q, dim=0).to(values.dtype)
+
+
+def unit_stats(values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-unit mean and (biased) variance over every dimension but 1."""
+    dims = (0,) + tuple(range(2, values.dim()))
+    return {"mean": values.mean(dim=dims), "var": values.var(dim=dims, unbiased=False)}
+
+
+@torch.no_grad()
+def layer_variances(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module],
+                    capture: str = "output") -> dict[str, float]:
+    """Variance of each named module's output (or input) over all its entries."""
+    with ActivationRecorder(modules, capture) as rec:
+        model(x)
+    return {name: float(rec.last[name].var(unbiased=False)) for name in modules}
+
+
+def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
+                        capture: str = "input", qs: Sequence[float] = (15, 50, 85)):
+    """A ``record`` function for ``bnlessons.train.train``: per-layer statistics.
+
+    At each evaluation step it runs the fixed batch ``x_probe`` through the
+    model in eval mode and returns, for every named module, the percentiles
+    ``qs`` of each unit's input (or output) over the batch, shape
+    (len(qs), units), and each unit's mean and variance, under the keys
+    ``"<name>/percentiles"``, ``"<name>/mean"`` and ``"<name>/var"``.
+    """
+    if not isinstance(x_probe, torch.Tensor) or x_probe.shape[0] < 2:
+        raise ValueError("x_probe must be a tensor holding a batch of at least 2 examples")
+
+    def record(model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        seen = capture_in_eval(model, x_probe, modules, capture)
+        out: dict[str, torch.Tensor] = {}
+        for name in modules:
+            values = seen[name].flatten(2) if seen[name].dim() > 2 else seen[name]
+            out[f"{name}/percentiles"] = percentiles(values, qs)
+            stats = unit_stats(values)
+            out[f"{name}/mean"] = stats["mean"]
+            out[f"{name}/var"] = stats["var"]
+        return out
+
+    return record
+
+
+def spread(pcts: torch.Tensor) -> torch.Tensor:
+    """Distance between the highest and lowest rows of a percentile table."""
+    return pcts[-1] - pcts[0]
+
+
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return {"min": float(t.min()), "median": float(t.median()), "max": float(t.max())}

@@ -1,0 +1,207 @@
+"""Timing batch norm's backward pass four ways.
+
+* ``"staged"``: ``reference.backward_staged``, one chain-rule step per line.
+* ``"compact"``: ``reference.backward``, the simplified formula.
+* ``"autograd"``: PyTorch's autograd through the forward pass written with
+  plain tensor operations (``reference.forward``), so every intermediate of the
+  graph is stored and differentiated.
+* ``"native"``: autograd through ``torch.nn.functional.batch_norm``, whose
+  backward is PyTorch's fused kernel.
+
+Only the backward pass is timed: each forward pass runs once, outside the
+timer (autograd keeps its graph with ``retain_graph=True``). Each time is a
+median over repeats, which is robust to the odd slow run on a shared machine.
+
+Memory-bound operations on tensors of a few hundred kilobytes and more are
+dominated by *where* their output memory comes from. glibc hands large freed
+blocks back to the operating system, so the next allocation of that size
+page-faults afresh; whether it does depends on what else ran in between, and
+the timings become bimodal. ``keep_freed_memory`` asks glibc to keep freed
+memory for reuse, which makes the timings steady.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bnlessons import reference
+from bnlessons._validate import check_int
+
+METHODS: tuple[str, ...] = ("staged", "compact", "autograd", "native")
+
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Ask glibc's allocator to keep freed blocks up to ``limit_bytes`` for reuse.
+
+    Raises the thresholds above which glibc serves an allocation with a fresh
+    ``mmap`` and returns freed memory to the operating system. Affects the
+    whole process from now on (it only costs memory). Returns False, and
+    changes nothing, where the C library is not glibc (macOS, Windows, musl).
+    """
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 1:
+        raise ValueError(f"limit_bytes must be a positive int, got {limit_bytes!r}")
+    path = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(path)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mmap_limit = min(limit_bytes, 32 << 20)  # glibc caps this threshold at 32 MiB
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_limit)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, min(limit_bytes, 2**31 - 1)))
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 10,
+                warmup: int = 2) -> float:
+    """Median over ``repeats`` of the mean time of ``number`` calls of ``fn``, in seconds.
+
+    ``warmup`` calls run first and are not timed (first calls allocate memory).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_int(repeats, "repeats", 1)
+    check_int(number, "number", 1)
+    check_int(warmup, "warmup", 0)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return statistics.median(times)
+
+
+def backward_callables(shape: Sequence[int], dtype: torch.dtype = torch.float32,
+                       eps: float = 1e-5, seed: int = 0) -> dict[str, Callable[[], tuple]]:
+    """One zero-argument function per method in ``METHODS``, each running one backward pass.
+
+    All four differentiate the same random input, parameters and upstream
+    gradient of shape ``shape`` ((N, C) or (N, C, H, W)) and return
+    ``(dx, dgamma, dbeta)``.
+    """
+    shape = tuple(shape)
+    if len(shape) not in (2, 3, 4) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                            for s in shape):
+        raise ValueError(f"shape must be 2 to 4 positive ints (N, C[, H, W]), got {shape!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=dtype)
+    gamma = torch.rand(shape[1], generator=g, dtype=dtype) + 0.5
+    beta = torch.randn(shape[1], generator=g, dtype=dtype)
+    dout = torch.randn(*shape, generator=g, dtype=dtype)
+
+    _, cache = reference.forward(x, gamma, beta, eps)
+    leaves = [t.clone().requires_grad_(True) for t in (x, gamma, beta)]
+    out_plain, _ = reference.forward(*leaves, eps)
+    native_leaves = [t.clone().requires_grad_(True) for t in (x, gamma, beta)]
+    out_native = F.batch_norm(native_leaves[0], None, None, native_leaves[1], native_leaves[2],
+                              training=True, eps=eps)
+
+    return {
+        "staged": lambda: reference.backward_staged(dout, cache),
+        "compact": lambda: reference.backward(dout, cache),
+        "autograd": lambda: torch.autograd.grad(out_plain, leaves, dout, retain_graph=True),
+        "native": lambda: torch.autograd.grad(out_native, native_leaves, dout,
+                                              retain_graph=True),
+    }
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Backward times of each method for one input shape, in seconds, round by round."""
+
+    shape: tuple[int, ...]
+    rounds: dict[str, tuple[float, ...]]  # method -> time per call in each round
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """The median time per call of each method."""
+        return {m: statistics.median(t) for m, t in self.rounds.items()}
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The fastest round's time per call of each method.
+
+        Interference from other processes (and page faults) only ever adds
+        time, so on a busy machine the minimum is the steadiest estimate of
+        what the code itself costs.
+        """
+        return {m: min(t) for m, t in self.rounds.items()}
+
+    def ratio(self, slower: str, faster: str, stat: str = "median") -> float:
+        """How many times longer ``slower`` takes than ``faster``.
+
+        ``stat="median"``: the median over rounds of the per-round ratio (both
+        methods ran back to back in each round, under the same load).
+        ``stat="min"``: the ratio of the fastest rounds (see ``best``).
+        """
+        for name in (slower, faster):
+            if name not in self.rounds:
+                raise KeyError(f"no timing for {name!r}; have {sorted(self.rounds)}")
+        if stat == "median":
+            return statistics.median(a / b for a, b in zip(self.rounds[slower],
+                                                            self.rounds[faster]))
+        if stat == "min":
+            return min(self.rounds[slower]) / min(self.rounds[faster])
+        raise ValueError(f"stat must be 'median' or 'min', got {stat!r}")
+
+
+def benchmark_backward(shapes: Sequence[Sequence[int]], repeats: int = 41, number: int = 3,
+                       methods: Sequence[str] = METHODS,
+                       dtype: torch.dtype = torch.float32) -> list[Timing]:
+    """Median backward time of each method for each shape.
+
+    Each of ``repeats`` rounds times ``number`` calls of every method in turn
+    (after one untimed call); the result is the median over rounds of the mean
+    time per call. Many short rounds are less likely to be interrupted by
+    another process than a few long ones.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)}")
+    if not shapes:
+        raise ValueError("shapes is empty: give at least one input shape")
+    check_int(repeats, "repeats", 1)
+    check_int(number, "number", 1)
+    rows = []
+    for shape in shapes:
+        fns = backward_callables(shape, dtype=dtype)
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        # Interleave the methods: a burst of load from another process then
+        # slows every method's repeat alike instead of one method's median.
+        for _ in range(repeats):
+            for m in methods:
+                times[m].append(median_time(fns[m], repeats=1, number=number, warmup=1))
+        rows.append(Timing(tuple(shape), {m: tuple(t) for m, t in times.items()}))
+    return rows
+
+
+def format_table(rows: Sequence[Timing], relative_to: str = "compact") -> str:
+    """A plain-text table: one row per shape, milliseconds and times-slower-than ``relative_to``."""
+    if not rows:
+        raise ValueError("rows is empty")
+    methods = list(rows[0].seconds)
+    if relative_to not in methods:
+        raise ValueError(f"relative_to must be one of {methods}, got {relative_to!r}")
+    head = f"{'shape':<20}" + "".join(f"{m + ' ms':>13}" for m in methods)
+    head += "".join(f"{m + '/' + relative_to:>19}" for m in methods if m != relative_to)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        line = f"{str(row.shape):<20}" + "".join(f"{row.seconds[m] * 1e3:>13.3f}" for m in methods)
+        line += "".join(f"{row.ratio(m, relative_to):>19.2f}" for m in methods if m != relative_to)
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""A small, seeded training loop that keeps a history.
+
+``train`` draws minibatches from its own generator (so two runs with the same
+seed are identical and the global random state does not matter), evaluates on
+the test split at chosen steps in eval mode, calls an optional ``record``
+function at those steps (for per-layer statistics from forward hooks), and
+stops early if the loss stops being finite.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnlessons.data import Dataset, batches
+from bnlessons.progress import progress_bar
+
+Recorder = Callable[[nn.Module, int], dict]
+
+
+@dataclass
+class History:
+    """What happened during training, indexed by step (step 0 is before any update)."""
+
+    steps: list[int] = field(default_factory=list)  # steps at which we evaluated
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # one per update
+    records: dict[str, list] = field(default_factory=dict)  # record(model, step) at eval steps
+    diverged_at: Optional[int] = None  # first step whose loss was not finite
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def final_acc(self) -> float:
+        return self.test_acc[-1] if self.test_acc else float("nan")
+
+    def first_step_reaching(self, accuracy: float) -> Optional[int]:
+        """The first evaluated step with test accuracy >= ``accuracy``, or None."""
+        for step, acc in zip(self.steps, self.test_acc):
+            if acc >= accuracy:
+                return step
+        return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == target).sum())
+    model.train(was_training)
+    return total_loss / len(y), correct / len(y)
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                               weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def eval_steps(steps: int, eval_every: int) -> set[int]:
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    return set(range(0, steps + 1, eval_every)) | {steps}
+
+
+def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: int = 64,
+          optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
+          seed: int = 0, eval_every: int = 100, record: Optional[Recorder] = None,
+          progress: bool = True, desc: str = "train") -> History:
+    """Train ``model`` on ``data`` for ``steps`` updates with cross-entropy loss.
+
+    Evaluates test loss and accuracy at step 0, every ``eval_every`` steps and at
+    the end. ``record(model, step)`` may return a dict; its values are appended
+    to ``history.records``. Training stops at the first non-finite loss.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    stream = batches(data.x_train, data.y_train, batch_size, generator)
+    checkpoints = eval_steps(steps, eval_every)
+    history = History()
+
+    def checkpoint(step: int) -> None:
+        loss, acc = evaluate(model, data.x_test, data.y_test)
+        history.steps.append(step)
+        history.test_loss.append(loss)
+        history.test_acc.append(acc)
+        if record is not None:
+            for key, value in record(model, step).items():
+                history.records.setdefault(key, []).append(value)
+
+    model.train()
+    checkpoint(0)
+    with progress_bar(steps, desc, enabled=progress) as bar:
+        for step in range(1, steps + 1):
+            xb, yb = next(stream)
+            loss = F.cross_entropy(model(xb), yb)
+            if not math.isfinite(loss.item()):
+                history.diverged_at = step
+                bar.update(steps - step + 1)
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.train_loss.append(loss.item())
+            if step in checkpoints:
+                checkpoint(step)
+            bar.update(1)
+    return history
