@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons._validate import check_batch_size, check_int
+from bnlessons.train import eval_mode
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -95,12 +96,8 @@ def accuracy_with_batch_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits in eval mode; the model's mode is restored afterwards."""
     _check_module(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return model(x)
-    finally:
-        model.train(was_training)
 
 
 def replace_batchnorm(model: nn.Module, factory: Callable[[_BatchNorm], nn.Module],

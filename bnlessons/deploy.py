@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons._validate import check_int
 from bnlessons.precise_bn import recompute_bn_stats
+from bnlessons.train import eval_mode
 
 Foldable = Union[nn.Linear, nn.Conv2d]
 
@@ -182,10 +183,6 @@ def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: i
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_int(number, "number")
     check_int(repeats, "repeats")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         model(x)  # warm-up
         return min(timeit.repeat(lambda: model(x), number=number, repeat=repeats)) / number
-    finally:
-        model.train(was_training)

@@ -34,7 +34,7 @@ from bnlessons import running_stats
 from bnlessons._validate import check_batch_size, check_int
 from bnlessons.bn_modes import bn_layers
 from bnlessons.data import Dataset
-from bnlessons.train import evaluate, train
+from bnlessons.train import eval_mode, evaluate, train
 
 
 @torch.no_grad()
@@ -58,22 +58,19 @@ def recompute_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 500)
         raise ValueError("model has no batch-norm layer to recalibrate")
     if any(m.running_mean is None for m in layers):
         raise ValueError("every BN layer needs track_running_stats=True to hold statistics")
-    modes = {m: m.training for m in model.modules()}
     momenta = [m.momentum for m in layers]
-    try:
-        model.eval()
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        n_batches = len(x) // batch_size
-        for i in range(n_batches):
-            model(x[i * batch_size:(i + 1) * batch_size])
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        for m, was_training in modes.items():
-            m.training = was_training
+    with eval_mode(model):  # dropout and the rest stay in eval mode
+        try:
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+            n_batches = len(x) // batch_size
+            for i in range(n_batches):
+                model(x[i * batch_size:(i + 1) * batch_size])
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
     return n_batches
 
 

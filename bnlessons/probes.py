@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from bnlessons.train import eval_mode
+
 
 class ActivationRecorder:
     """Record the input or output of named modules on each forward pass.
@@ -62,13 +64,8 @@ def capture_in_eval(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mod
     BN layers use their running statistics and are not updated; no gradients
     are kept; the model's training mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with ActivationRecorder(modules, capture) as rec:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), ActivationRecorder(modules, capture) as rec:
+        model(x)
     return rec.last
 
 

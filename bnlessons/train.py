@@ -9,8 +9,9 @@ stops early if the loss stops being finite.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,19 +50,38 @@ class History:
         return None
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the body with ``model`` in eval mode, then give every submodule its own mode back.
+
+    Each submodule's mode is saved and restored separately, so a model whose
+    parts were in different modes (say, BN layers frozen in eval mode inside
+    a model in training mode) comes back exactly as it was, also when the
+    body raises. Inside, individual layers may be switched on purpose (e.g.
+    BN layers to training mode to recompute their statistics).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    saved = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
+    """Mean cross-entropy and accuracy in eval mode; the model's modes are restored."""
     total_loss, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == target).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start:start + batch_size])
+            target = y[start:start + batch_size]
+            total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
     return total_loss / len(y), correct / len(y)
 
 

@@ -174,3 +174,23 @@ def test_setup_is_reproducible_and_validates():
         bnlessons.setup("0")
     with pytest.raises(ValueError, match="threads"):
         bnlessons.setup(0, threads=0)
+
+
+def test_eval_mode_restores_every_submodule_even_after_an_error():
+    from bnlessons.train import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3),
+                                torch.nn.Dropout(0.5))
+    model.train()
+    model[1].eval()  # a frozen BN inside a model in training mode
+    before = [m.training for m in model.modules()]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(model):
+            raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(TypeError, match="nn.Module"):
+        with eval_mode("not a model"):
+            pass
