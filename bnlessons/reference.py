@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from bnlessons import running_stats
 from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
@@ -231,14 +232,9 @@ class BatchNorm(nn.Module):
 
     @torch.no_grad()
     def _update_running_stats(self, x: torch.Tensor) -> None:
-        self.num_batches_tracked += 1
-        if self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked)
-        else:
-            factor = float(self.momentum)
-        dims = reduce_dims(x)
-        m = values_per_channel(x)
-        mean = x.mean(dim=dims)
-        unbiased_var = x.var(dim=dims, unbiased=True) if m > 1 else torch.zeros_like(mean)
-        self.running_mean.mul_(1.0 - factor).add_(factor * mean)
-        self.running_var.mul_(1.0 - factor).add_(factor * unbiased_var)
+        mean, var, count = running_stats.pytorch_update(
+            self.running_mean, self.running_var, int(self.num_batches_tracked), x.detach(),
+            self.momentum)
+        self.running_mean.copy_(mean)
+        self.running_var.copy_(var)
+        self.num_batches_tracked.fill_(count)

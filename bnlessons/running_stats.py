@@ -73,6 +73,28 @@ def _check_fraction(value: object, name: str) -> float:
     return float(value)
 
 
+def blend(running: torch.Tensor, batch: torch.Tensor, weight: float) -> torch.Tensor:
+    """The one running-average step of the course: ``(1 - weight) * running + weight * batch``.
+
+    ``weight`` is the weight of the new batch (PyTorch's ``momentum``; one
+    minus a decay). Every update rule below, the reference ``BatchNorm`` and
+    ghost BN go through it.
+    """
+    return (1.0 - weight) * running + weight * batch
+
+
+def new_batch_weight(momentum: Optional[float], num_batches_tracked: int) -> float:
+    """PyTorch's weight of a new batch: ``momentum``, or ``1 / num_batches_tracked``
+    (counting this batch) when ``momentum is None``, which gives a plain average."""
+    if momentum is None:
+        if isinstance(num_batches_tracked, bool) or not isinstance(num_batches_tracked, int) \
+                or num_batches_tracked < 1:
+            raise ValueError(f"num_batches_tracked must be an int >= 1 (this batch included), "
+                             f"got {num_batches_tracked!r}")
+        return 1.0 / num_batches_tracked
+    return _check_fraction(momentum, "momentum")
+
+
 def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
                    num_batches_tracked: int, x: torch.Tensor,
                    momentum: Optional[float] = 0.1) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -92,11 +114,9 @@ def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
             or num_batches_tracked < 0:
         raise ValueError(f"num_batches_tracked must be an int >= 0, got {num_batches_tracked!r}")
     count = num_batches_tracked + 1
-    factor = 1.0 / count if momentum is None else _check_fraction(momentum, "momentum")
+    weight = new_batch_weight(momentum, count)
     mean, var, m = batch_moments(x)
-    new_mean = (1.0 - factor) * running_mean + factor * mean
-    new_var = (1.0 - factor) * running_var + factor * unbiased(var, m)
-    return new_mean, new_var, count
+    return blend(running_mean, mean, weight), blend(running_var, unbiased(var, m), weight), count
 
 
 def cs231n_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.Tensor,
@@ -109,9 +129,9 @@ def cs231n_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torc
     """
     x = check_bn_input(x, "x")
     running_mean, running_var = _check_running(running_mean, running_var, x)
-    decay = _check_fraction(momentum, "momentum")
+    weight = 1.0 - _check_fraction(momentum, "momentum")
     mean, var, _ = batch_moments(x)
-    return decay * running_mean + (1.0 - decay) * mean, decay * running_var + (1.0 - decay) * var
+    return blend(running_mean, mean, weight), blend(running_var, var, weight)
 
 
 def ema_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.Tensor,
@@ -123,11 +143,11 @@ def ema_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.T
     """
     x = check_bn_input(x, "x")
     running_mean, running_var = _check_running(running_mean, running_var, x)
-    decay = _check_fraction(decay, "decay")
+    weight = 1.0 - _check_fraction(decay, "decay")
     mean, var, m = batch_moments(x)
     if unbiased_var:
         var = unbiased(var, m)
-    return decay * running_mean + (1.0 - decay) * mean, decay * running_var + (1.0 - decay) * var
+    return blend(running_mean, mean, weight), blend(running_var, var, weight)
 
 
 def algorithm2(batches: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

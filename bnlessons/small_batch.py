@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import nn
 
+from bnlessons import running_stats
 from bnlessons._validate import check_bn_input, check_int
 from bnlessons.bn_modes import replace_batchnorm
 
@@ -78,21 +79,15 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
                              f"{self.ghost_size} in training mode")
         return x.reshape(n // self.ghost_size, self.ghost_size, self.num_features)
 
-    def _factor(self) -> float:
-        self.num_batches_tracked += 1
-        if self.momentum is None:
-            return 1.0 / float(self.num_batches_tracked)
-        return float(self.momentum)
-
     @torch.no_grad()
     def _update(self, group_mean: torch.Tensor, group_var: torch.Tensor) -> None:
         """group_mean, group_var: (groups, 1, C), the biased variance of each group."""
-        g = self.ghost_size
-        factor = self._factor()
+        self.num_batches_tracked += 1
+        weight = running_stats.new_batch_weight(self.momentum, int(self.num_batches_tracked))
         mean = group_mean.mean(dim=(0, 1))
-        var = (group_var * (g / (g - 1))).mean(dim=(0, 1))
-        self.running_mean.mul_(1.0 - factor).add_(factor * mean)
-        self.running_var.mul_(1.0 - factor).add_(factor * var)
+        var = running_stats.unbiased(group_var, self.ghost_size).mean(dim=(0, 1))
+        self.running_mean.copy_(running_stats.blend(self.running_mean, mean, weight))
+        self.running_var.copy_(running_stats.blend(self.running_var, var, weight))
 
     def _affine(self, xhat: torch.Tensor) -> torch.Tensor:
         if self.affine:
