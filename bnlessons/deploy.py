@@ -66,8 +66,9 @@ def fold_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
     bn = _check_bn(bn, nn.BatchNorm1d, linear.out_features, "Linear")
     weight, bias = _folded_weight_bias(linear.weight, linear.bias, bn)
-    out = nn.Linear(linear.in_features, linear.out_features, bias=True,
-                    dtype=linear.weight.dtype)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        out = nn.Linear(linear.in_features, linear.out_features, bias=True,
+                        dtype=linear.weight.dtype)
     with torch.no_grad():
         out.weight.copy_(weight)
         out.bias.copy_(bias)
@@ -80,9 +81,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
     bn = _check_bn(bn, nn.BatchNorm2d, conv.out_channels, "Conv2d")
     weight, bias = _folded_weight_bias(conv.weight, conv.bias, bn)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                    padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                    padding_mode=conv.padding_mode, dtype=conv.weight.dtype)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                        stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                        groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
+                        dtype=conv.weight.dtype)
     with torch.no_grad():
         out.weight.copy_(weight)
         out.bias.copy_(bias)

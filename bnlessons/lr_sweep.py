@@ -59,7 +59,8 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
              stop_after: Optional[int] = 2) -> Sweep:
     """Train ``build_model()`` once per learning rate in ``lrs`` (ascending) with plain SGD.
 
-    The model is built after ``torch.manual_seed(seed)`` so every rate starts
+    The model is built after ``torch.manual_seed(seed)`` (inside ``fork_rng``, so
+    torch's global random state is the same after the sweep as before) so every rate starts
     from the same weights, and ``train`` draws the same minibatches for every
     rate. After ``stop_after`` consecutive rates that fail to train, the
     larger ones are skipped (``None`` runs them all).
@@ -85,10 +86,11 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
             diverged.append(False)
             skipped.append(True)
             continue
-        torch.manual_seed(seed)
-        model = build_model()
-        history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
-                        eval_every=steps, progress=False)
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+            torch.manual_seed(seed)
+            model = build_model()
+            history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
+                            eval_every=steps, progress=False)
         acc = float("nan") if history.diverged else history.final_acc
         accs.append(acc)
         diverged.append(history.diverged)

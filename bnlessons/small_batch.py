@@ -207,12 +207,13 @@ def train_mlp(data: "Dataset", seed: int, steps: int, norm: Optional[str] = "bn"
         raise ValueError("renorm=True needs a ghost_size (use batch_size for whole batches)")
     if ghost_size is not None and batch_size % ghost_size:
         raise ValueError(f"ghost_size={ghost_size} must divide batch_size={batch_size}")
-    torch.manual_seed(seed)
-    model = MLP(data.num_features, data.num_classes, width=width, depth=depth, norm=norm)
-    if renorm:
-        use_ghost_batchnorm(model, ghost_size, renorm=True, **(renorm_options or {}))
-    elif ghost_size is not None and ghost_size < batch_size:
-        use_ghost_batchnorm(model, ghost_size)
-    history = train(model, data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
-                    seed=seed, eval_every=steps, progress=progress)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+        torch.manual_seed(seed)
+        model = MLP(data.num_features, data.num_classes, width=width, depth=depth, norm=norm)
+        if renorm:
+            use_ghost_batchnorm(model, ghost_size, renorm=True, **(renorm_options or {}))
+        elif ghost_size is not None and ghost_size < batch_size:
+            use_ghost_batchnorm(model, ghost_size)
+        history = train(model, data, steps=steps, lr=lr, batch_size=batch_size,
+                        momentum=momentum, seed=seed, eval_every=steps, progress=progress)
     return model, history

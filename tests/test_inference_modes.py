@@ -175,3 +175,33 @@ def test_ema_vs_precise_small_run():
     assert result.roughness("precise BN") > 0  # a 2-epoch run on toy data does move
     with pytest.raises(ValueError, match="divide"):
         pb.ema_vs_precise(data, 0, _mlp(), epochs=1, batch_size=30, progress=False)
+
+
+def test_precise_bn_matches_swa_utils_update_bn_without_dropout():
+    from torch.optim.swa_utils import update_bn
+
+    model = _mlp(seed=4).double()
+    x = torch.randn(96, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ours = copy.deepcopy(model)
+    pb.recompute_bn_stats(ours, x, batch_size=32)
+    theirs = copy.deepcopy(model)
+    update_bn([x[i:i + 32] for i in range(0, 96, 32)], theirs)
+    torch.testing.assert_close(ours[1].running_mean, theirs[1].running_mean, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ours[1].running_var, theirs[1].running_var, rtol=1e-12, atol=0)
+
+
+def test_precise_bn_keeps_dropout_off_where_update_bn_does_not():
+    from torch.optim.swa_utils import update_bn
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 8, bias=False),
+                          nn.BatchNorm1d(8)).double()
+    x = torch.randn(96, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    ours = copy.deepcopy(model)
+    pb.recompute_bn_stats(ours, x, batch_size=32)
+    with torch.no_grad():
+        z = model[2](model[0](x))  # the BN input with dropout off
+    torch.testing.assert_close(ours[3].running_mean, z.mean(0), rtol=1e-10, atol=1e-12)
+    theirs = copy.deepcopy(model)
+    update_bn([x[i:i + 32] for i in range(0, 96, 32)], theirs)  # the whole model in train mode
+    assert (theirs[3].running_var - ours[3].running_var).abs().max() > 1e-3

@@ -212,3 +212,28 @@ def test_checks_catch_a_solution_that_always_ends_in_training_mode():
 
     verdict = checks.check_precise_bn(recompute_then_train, verbose=False)
     assert not verdict.passed and "eval mode before your call" in verdict.message
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_folding_matches_pytorchs_own_fusion(bias):
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    g = torch.Generator().manual_seed(9)
+    linear = nn.Linear(5, 4, bias=bias).double().eval()
+    bn = nn.BatchNorm1d(4).double().eval()
+    conv = nn.Conv2d(3, 6, 3, padding=1, bias=bias).double().eval()
+    bn2 = nn.BatchNorm2d(6).double().eval()
+    with torch.no_grad():
+        for p in [*linear.parameters(), *bn.parameters(), *conv.parameters(), *bn2.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+        for layer in (bn, bn2):
+            layer.running_mean.copy_(torch.randn(layer.num_features, generator=g,
+                                                 dtype=torch.float64))
+            layer.running_var.copy_(torch.rand(layer.num_features, generator=g,
+                                               dtype=torch.float64) + 0.5)
+    ours, theirs = deploy.fold_linear_bn(linear, bn), fuse_linear_bn_eval(linear, bn)
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.bias, theirs.bias, rtol=1e-12, atol=1e-12)
+    ours, theirs = deploy.fold_conv_bn(conv, bn2), fuse_conv_bn_eval(conv, bn2)
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.bias, theirs.bias, rtol=1e-12, atol=1e-12)

@@ -66,7 +66,7 @@ def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
 
 def _probe_model(seed: int) -> tuple[nn.Module, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLP(12, 3, width=9, depth=3, activation="sigmoid", norm="bn", init=0.5).double()
     with torch.no_grad():
@@ -143,7 +143,7 @@ def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True)
     a = _noise_input(units, rows)
     zeros, ones = slice(0, rows // 2), slice(rows // 2, rows)
     sigma_mid = sum(SCALE_RANGE) / 2
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         try:
             layer = make_layer()

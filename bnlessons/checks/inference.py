@@ -116,9 +116,10 @@ def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = T
 
 def _small_bn_mlp(seed: int) -> nn.Sequential:
     g = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(),
-                          nn.Linear(5, 4, bias=False), nn.BatchNorm1d(4), nn.ReLU(),
-                          nn.Linear(4, 3)).double()
+    with torch.random.fork_rng(devices=[]):  # weights are overwritten from g below
+        model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(),
+                              nn.Linear(5, 4, bias=False), nn.BatchNorm1d(4), nn.ReLU(),
+                              nn.Linear(4, 3)).double()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
@@ -186,7 +187,8 @@ def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True)
     for i, (n_in, n_out, bias, affine) in enumerate(((5, 3, True, True), (4, 6, False, True),
                                                       (3, 2, True, False))):
         g = torch.Generator().manual_seed(600 + i)
-        linear = nn.Linear(n_in, n_out, bias=bias).double()
+        with torch.random.fork_rng(devices=[]):  # weights are overwritten from g below
+            linear = nn.Linear(n_in, n_out, bias=bias).double()
         bn = nn.BatchNorm1d(n_out, affine=affine).double().eval()
         with torch.no_grad():
             for p in list(linear.parameters()) + list(bn.parameters()):
@@ -216,8 +218,9 @@ def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True)
 def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     """A BN model whose batch statistics are far from its running statistics."""
     g = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
-                          nn.Linear(16, 4))
+    with torch.random.fork_rng(devices=[]):  # weights are overwritten from g below
+        model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                              nn.Linear(16, 4))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g))

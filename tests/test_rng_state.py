@@ -1,0 +1,144 @@
+"""Library code leaves the caller's random state alone.
+
+A notebook seeds Python's, NumPy's and torch's global generators once, in
+``bnlessons.setup``; every check and experiment helper must draw from its own
+generator (or a seed it is given), so that calling one does not change what
+the notebook's next random draw gives. Every public check is called here with
+a correct solution, and the training helpers with small settings, and the
+three global states are compared before and after.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bnlessons import (
+    checks,
+    data,
+    ics,
+    lr_sweep,
+    noise,
+    precise_bn,
+    reference,
+    running_stats,
+    shift,
+    small_batch,
+)
+from bnlessons.models import MLP
+from bnlessons.train import evaluate
+
+
+def _state():
+    return (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def _staged(dout, cache):
+    """A correct staged backward (the six nodes of the lesson)."""
+    x, mu, var, eps = cache.x, cache.mu, cache.var, cache.eps
+    m = x.shape[0]
+    centred = x - mu
+    dxhat = dout * cache.gamma
+    dvar = (dxhat * centred).sum(0) * -0.5 * (var + eps) ** -1.5
+    dmu = (-dxhat * cache.inv_std).sum(0) + dvar * (-2 * centred).sum(0) / m
+    dx = dxhat * cache.inv_std + dvar * 2 * centred / m + dmu / m
+    return {"dbeta": dout.sum(0), "dgamma": (dout * cache.xhat).sum(0), "dxhat": dxhat,
+            "dvar": dvar, "dmu": dmu, "dx": dx}
+
+
+def _variance(design, depth, alpha):
+    steps = torch.arange(depth + 1, dtype=torch.float64)
+    return (1 + alpha**2) ** steps if design == "linear" else 1 + alpha**2 * steps
+
+
+class _SkipInitBlock(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, width)
+        self.alpha = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x + self.alpha * self.linear(torch.relu(x))
+
+
+def _largest(train_at, lrs, min_accuracy):
+    best = None
+    for lr in sorted(lrs):
+        h = train_at(lr)
+        if h.diverged or h.final_acc < min_accuracy:
+            break
+        best = lr
+    return best
+
+
+def _fold(linear, bn):
+    from bnlessons import deploy
+
+    folded = deploy.fold_linear_bn(linear, bn)
+    return folded.weight, folded.bias
+
+
+def _toy_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return data.Dataset("toy", x[:192], y[:192], x[192:], y[192:])
+
+
+CALLS = {
+    "check_forward": lambda: checks.check_forward(reference.forward, verbose=False),
+    "check_backward": lambda: checks.check_backward(reference.forward, reference.backward,
+                                                    verbose=False),
+    "check_dx_properties": lambda: checks.check_dx_properties(
+        reference.forward, reference.backward, verbose=False),
+    "check_scale_answers": lambda: checks.check_scale_answers(
+        {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16},
+        verbose=False),
+    "check_noise_layer": lambda: checks.check_noise_layer(noise.ShiftScaleNoise, verbose=False),
+    "check_saturation": lambda: checks.check_saturation(shift.saturation, verbose=False),
+    "check_percentile_probe": lambda: checks.check_percentile_probe(ics.percentile_probe,
+                                                                    verbose=False),
+    "check_pytorch_update": lambda: checks.check_pytorch_update(running_stats.pytorch_update,
+                                                                verbose=False),
+    "check_cs231n_update": lambda: checks.check_cs231n_update(running_stats.cs231n_update,
+                                                              verbose=False),
+    "check_precise_bn": lambda: checks.check_precise_bn(precise_bn.recompute_bn_stats,
+                                                        verbose=False),
+    "check_fold_linear": lambda: checks.check_fold_linear(_fold, verbose=False),
+    "check_staged_backward": lambda: checks.check_staged_backward(reference.forward, _staged,
+                                                                  verbose=False),
+    "check_evaluate": lambda: checks.check_evaluate(
+        lambda m, x, y, b: evaluate(m, x, y, b)[1], verbose=False),
+    "check_variance_prediction": lambda: checks.check_variance_prediction(_variance,
+                                                                          verbose=False),
+    "check_skipinit_block": lambda: checks.check_skipinit_block(_SkipInitBlock, verbose=False),
+    "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(_largest, verbose=False),
+    "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),
+                                          _toy_data(), (0.1, 0.3), 5, seed=3, threshold=0.2,
+                                          batch_size=32),
+    "train_mlp": lambda: small_batch.train_mlp(_toy_data(), seed=3, steps=4, batch_size=32,
+                                               lr=0.1, width=8, depth=1, ghost_size=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_library_call_leaves_the_global_random_state_alone(name):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    before = _state()
+    result = CALLS[name]()
+    if name.startswith("check_"):
+        assert result.passed, result.message
+    assert _same(before, _state()), f"{name} changed the global random state"
+
+
+def test_every_public_check_is_covered():
+    public = {n for n in checks.__all__ if n.startswith("check_")}
+    assert public <= set(CALLS), sorted(public - set(CALLS))
