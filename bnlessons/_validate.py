@@ -1,7 +1,13 @@
-"""Input checks shared by the package: bad input gets an error that names it."""
+"""Input checks shared by the package: bad input gets an error that names it.
+
+One rule everywhere: a value of the wrong *type* raises ``TypeError``, a value
+of the right type that is out of range raises ``ValueError``; the message
+names the argument and shows what was given.
+"""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def as_float_tensor(x: object, name: str) -> torch.Tensor:
@@ -80,9 +86,44 @@ def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
     """An int (not a bool) of at least ``minimum``; the error names the argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def check_number(value: object, name: str) -> float:
+    """A real number (not a bool), returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """True or False, nothing else (1 and "yes" are rejected)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_module(value: object, name: str = "model") -> nn.Module:
+    """A ``torch.nn.Module`` instance (not a class, not a function that builds one)."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def check_gradient_like(grad: object, x: torch.Tensor, name: str = "dout") -> torch.Tensor:
+    """An upstream gradient for ``x``: a float tensor of x's shape and dtype."""
+    grad = as_float_tensor(grad, name)
+    if grad.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of the forward input {tuple(x.shape)}, "
+                         f"got {tuple(grad.shape)}")
+    if grad.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {grad.dtype} but the input has dtype {x.dtype}")
+    return grad
 
 
 def check_batch_size(batch_size: object, n: int, minimum: int = 1) -> int:

@@ -24,6 +24,7 @@ from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
     check_eps,
+    check_gradient_like,
     check_training_batch,
     per_channel,
     reduce_dims,
@@ -34,13 +35,7 @@ GRAPH_NODES: tuple[str, ...] = ("beta", "gamma", "xhat", "var", "mu", "x")
 
 
 def _check_dout(dout: object, x: torch.Tensor) -> torch.Tensor:
-    dout = as_float_tensor(dout, "dout")
-    if dout.shape != x.shape:
-        raise ValueError(f"dout must have the shape of x {tuple(x.shape)}, got "
-                         f"{tuple(dout.shape)}")
-    if dout.dtype != x.dtype:
-        raise TypeError(f"dout has dtype {dout.dtype} but x has dtype {x.dtype}")
-    return dout
+    return check_gradient_like(dout, x, "dout")
 
 
 def graph_gradients(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,

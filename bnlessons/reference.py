@@ -23,6 +23,7 @@ from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
     check_eps,
+    check_gradient_like,
     check_int,
     check_training_batch,
     per_channel,
@@ -70,16 +71,7 @@ def forward(
 def _check_dout(dout: object, cache: Cache) -> torch.Tensor:
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the Cache returned by forward, got {type(cache).__name__}")
-    if not isinstance(dout, torch.Tensor):
-        raise TypeError(f"dout must be a torch.Tensor, got {type(dout).__name__}")
-    if dout.shape != cache.x.shape:
-        raise ValueError(
-            f"dout must have the shape of the forward input {tuple(cache.x.shape)}, "
-            f"got {tuple(dout.shape)}"
-        )
-    if dout.dtype != cache.x.dtype:
-        raise TypeError(f"dout has dtype {dout.dtype} but the forward input had {cache.x.dtype}")
-    return dout
+    return check_gradient_like(dout, cache.x, "dout")
 
 
 def backward(dout: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ def test_median_time_is_positive_and_validates():
         timing.median_time(None)
     with pytest.raises(ValueError, match="repeats must be an int >= 1"):
         timing.median_time(lambda: None, repeats=0)
-    with pytest.raises(ValueError, match="number must be an int >= 1"):
+    with pytest.raises(TypeError, match="number must be an int >= 1"):
         timing.median_time(lambda: None, number=1.5)
 
 
