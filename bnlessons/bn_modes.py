@@ -26,21 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_batch_size, check_int
+from bnlessons._validate import check_batch_size, check_int, check_module
 from bnlessons.train import eval_mode
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _check_module(model: object, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """Every batch-norm layer in ``model`` (BatchNorm1d/2d/3d and subclasses), by name."""
-    _check_module(model)
+    check_module(model)
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
 
@@ -76,7 +70,7 @@ def logits_with_batch_stats(model: nn.Module, x: torch.Tensor, batch_size: int) 
     used: the output covers the first ``len(x) // batch_size * batch_size``
     examples.
     """
-    _check_module(model)
+    check_module(model)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     batch_size = check_batch_size(batch_size, len(x), minimum=1)
@@ -95,7 +89,7 @@ def accuracy_with_batch_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 @torch.no_grad()
 def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits in eval mode; the model's mode is restored afterwards."""
-    _check_module(model)
+    check_module(model)
     with eval_mode(model):
         return model(x)
 
@@ -107,7 +101,7 @@ def replace_batchnorm(model: nn.Module, factory: Callable[[_BatchNorm], nn.Modul
     ``factory`` receives the old layer (to copy its parameters and buffers)
     and returns the new module. Returns how many layers were replaced.
     """
-    _check_module(model)
+    check_module(model)
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {type(factory).__name__}")
     replaced = 0
@@ -115,8 +109,7 @@ def replace_batchnorm(model: nn.Module, factory: Callable[[_BatchNorm], nn.Modul
         for child_name, child in list(parent.named_children()):
             if isinstance(child, kinds):
                 new = factory(child)
-                if not isinstance(new, nn.Module):
-                    raise TypeError(f"factory must return an nn.Module, got {type(new).__name__}")
+                check_module(new, "the module factory returned")
                 setattr(parent, child_name, new)
                 replaced += 1
     return replaced
@@ -132,7 +125,7 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     """
     from torchvision.ops import FrozenBatchNorm2d
 
-    frozen = copy.deepcopy(_check_module(model))
+    frozen = copy.deepcopy(check_module(model))
 
     def factory(bn: _BatchNorm) -> nn.Module:
         if bn.running_mean is None:
@@ -181,9 +174,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_si
     the model by ``requires_grad_(False)`` is respected. Batches are drawn with
     their own generator seeded by ``seed``.
     """
-    _check_module(model)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_module(model)
+    check_int(steps, "steps", 0)
     batch_size = check_batch_size(batch_size, len(x), minimum=1)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

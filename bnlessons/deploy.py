@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_int
+from bnlessons._validate import check_int, check_module
 from bnlessons.precise_bn import recompute_bn_stats
 from bnlessons.train import eval_mode
 
@@ -112,8 +112,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     """
     from bnlessons.models import HiddenBlock
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, "model")
     folded = copy.deepcopy(model).eval()
     count = 0
     for module in list(folded.modules()):
@@ -182,8 +181,7 @@ def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: i
     """
     import timeit
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, "model")
     check_int(number, "number")
     check_int(repeats, "repeats")
     with eval_mode(model):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._validate import check_module
 from bnlessons.probes import capture_in_eval, percentiles
 from bnlessons.train import Recorder
 
@@ -26,10 +27,8 @@ QUANTILES = (15, 50, 85)
 
 
 def _check_module_in(model: nn.Module, module: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    check_module(model, "model")
+    check_module(module, "module")
     if not any(m is module for m in model.modules()):
         raise ValueError("module is not part of model: pass a submodule such as "
                          "model.blocks[-1].act")

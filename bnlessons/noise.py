@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._validate import check_int
 from bnlessons.models import MLP, InitSpec
 
 # Santurkar et al.'s recipe: per unit and step mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25);
@@ -132,8 +133,7 @@ def step_drift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
     """
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int(steps, "steps", 1)
     probe = copy.deepcopy(model).train()
     named = dict(probe.named_modules())
     missing = [name for name in inputs_of.values() if name not in named]

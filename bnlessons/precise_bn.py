@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons import running_stats
-from bnlessons._validate import check_batch_size, check_int
+from bnlessons._validate import check_batch_size, check_int, check_module
 from bnlessons.bn_modes import bn_layers
 from bnlessons.data import Dataset
 from bnlessons.train import eval_mode, evaluate, train
@@ -48,8 +48,7 @@ def recompute_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 500)
     the model in eval mode (no dropout). Momenta and modes are restored.
     Returns the number of batches used.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, "model")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     batch_size = check_batch_size(batch_size, len(x), minimum=2)

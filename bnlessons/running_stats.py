@@ -27,7 +27,13 @@ from typing import Iterable, Optional
 
 import torch
 
-from bnlessons._validate import as_float_tensor, check_bn_input, reduce_dims, values_per_channel
+from bnlessons._validate import (
+    as_float_tensor,
+    check_bn_input,
+    check_int,
+    reduce_dims,
+    values_per_channel,
+)
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -45,9 +51,7 @@ def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def unbiased(var: torch.Tensor, m: int) -> torch.Tensor:
     """Bessel's correction: m/(m-1) times a biased variance of m values."""
-    if isinstance(m, bool) or not isinstance(m, int) or m < 2:
-        raise ValueError(f"m must be an int >= 2 (the variance of one value has no "
-                         f"unbiased estimate), got {m!r}")
+    check_int(m, "m", 2)
     return var * (m / (m - 1))
 
 
@@ -180,8 +184,7 @@ def ema_weight_of_start(decay: float, steps: int) -> float:
     reads ``decay**steps * v0 + (1 - decay**steps) * v``.
     """
     decay = _check_fraction(decay, "decay")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_int(steps, "steps", 0)
     return decay ** steps
 
 
@@ -199,12 +202,9 @@ def ema_variance_standard_error(decay: float, steps: int, true_var: float, m: in
     Monte Carlo checks of :func:`ema_update` use it to set their tolerance.
     """
     decay = _check_fraction(decay, "decay")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if isinstance(m, bool) or not isinstance(m, int) or m < 2:
-        raise ValueError(f"m must be an int >= 2, got {m!r}")
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features must be an int >= 1, got {features!r}")
+    check_int(steps, "steps", 0)
+    check_int(m, "m", 2)
+    check_int(features, "features", 1)
     if not true_var > 0:
         raise ValueError(f"true_var must be > 0, got {true_var!r}")
     var_s = 2 * true_var ** 2 / (m - 1) * (1.0 if use_unbiased else ((m - 1) / m) ** 2)

@@ -122,8 +122,7 @@ def saturation(z: torch.Tensor, threshold: float = SATURATION_THRESHOLD) -> tupl
 @functools.lru_cache(maxsize=8)
 def _hermite(nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss-Hermite nodes and weights (float64), computed once per size."""
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 2:
-        raise ValueError(f"nodes must be an int >= 2, got {nodes!r}")
+    check_int(nodes, "nodes", 2)
     t, w = np.polynomial.hermite.hermgauss(nodes)
     return torch.from_numpy(t), torch.from_numpy(w)
 

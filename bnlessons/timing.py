@@ -49,8 +49,7 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     whole process from now on (it only costs memory). Returns False, and
     changes nothing, where the C library is not glibc (macOS, Windows, musl).
     """
-    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 1:
-        raise ValueError(f"limit_bytes must be a positive int, got {limit_bytes!r}")
+    check_int(limit_bytes, "limit_bytes", 1)
     path = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(path)

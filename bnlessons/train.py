@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._validate import check_int, check_module
 from bnlessons.data import Dataset, batches
 from bnlessons.progress import progress_bar
 
@@ -60,8 +61,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     body raises. Inside, individual layers may be switched on purpose (e.g.
     BN layers to training mode to recompute their statistics).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, "model")
     saved = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
@@ -113,8 +113,7 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
     the end. ``record(model, step)`` may return a dict; its values are appended
     to ``history.records``. Training stops at the first non-finite loss.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    check_int(steps, "steps", 0)
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     generator = torch.Generator().manual_seed(seed)
     stream = batches(data.x_train, data.y_train, batch_size, generator)
