@@ -7,7 +7,7 @@ verdict: a pass, or the first thing that is wrong (an exception, a shape, a
 dtype, which output, how far off and where). It also returns a ``Verdict`` so
 tests and autograders can assert on ``verdict.passed``.
 
-Agreement is measured by the relative error
+Agreement is measured by the elementwise relative error
 ``max |a - b| / max(|a| + |b|, 1e-8)`` (elementwise), with thresholds stated
 in each function. One submodule per topic; everything is re-exported here.
 """
@@ -19,7 +19,7 @@ from bnlessons.checks.batchnorm import (
     check_backward,
     check_forward,
 )
-from bnlessons.checks.common import Verdict, compare, rel_error, report
+from bnlessons.checks.common import Verdict, compare, elementwise_relative_error, report
 
 # One import per topic module.
 from bnlessons.checks.covariate_shift import (
@@ -46,7 +46,7 @@ from bnlessons.checks.residual import (
 )
 
 __all__ = [
-    "Verdict", "compare", "rel_error", "report",
+    "Verdict", "compare", "elementwise_relative_error", "report",
     "BACKWARD_TOL", "FORWARD_TOL", "SHAPES_2D", "SHAPES_4D",
     "check_backward", "check_forward",
     "check_noise_layer", "check_percentile_probe", "check_saturation",

@@ -62,7 +62,7 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
                   eps: float = 1e-5, tol: float = FORWARD_TOL, verbose: bool = True) -> Verdict:
     """Check ``fn(x, gamma, beta, eps)`` (returning ``out`` or ``(out, cache)``).
 
-    Passes if the output matches Algorithm 1 to relative error ``tol`` for
+    Passes if the output matches Algorithm 1 to elementwise relative error ``tol`` for
     every shape; pass ``SHAPES_4D`` to check per-channel (conv) batch norm.
     """
     name = "check_forward"
@@ -81,7 +81,7 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
                 ("out should", "out has")) else ""
             return report(Verdict(name, False, problem + hint), verbose)
     shown = ", ".join(str(tuple(s)) for s in shapes)
-    return report(Verdict(name, True, f"output matches the reference to relative error "
+    return report(Verdict(name, True, f"output matches the reference to elementwise relative error "
                            f"{tol:.0e} for shapes {shown}"), verbose)
 
 
@@ -92,7 +92,7 @@ def check_backward(forward_fn: Callable, backward_fn: Callable,
     ``backward(dout, cache) -> (dx, dgamma, dbeta)`` pair.
 
     The upstream gradient ``dout`` is random. Passes if all three gradients
-    match the reference to relative error ``tol`` for every shape.
+    match the reference to elementwise relative error ``tol`` for every shape.
     """
     name = "check_backward"
     for i, shape in enumerate(shapes):

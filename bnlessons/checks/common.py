@@ -22,8 +22,14 @@ class Verdict:
         return self.passed
 
 
-def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Largest elementwise relative error between two tensors of one shape."""
+def elementwise_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max_i |a_i - b_i| / max(|a_i| + |b_i|, 1e-8)``: the worst entry, each relative to itself.
+
+    Strict: every entry must be right relative to its own size, which is what
+    a check of a learner's code wants. (``gradcheck.relative_error`` divides by
+    the largest entry instead, which suits finite differences, whose error is
+    absolute rather than relative.)
+    """
     a, b = a.double(), b.double()
     return float(((a - b).abs() / (a.abs() + b.abs()).clamp_min(1e-8)).max())
 
@@ -45,10 +51,11 @@ def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: 
                 "keep the input's dtype (no .float() or numpy round trips)")
     if not torch.isfinite(got).all():
         return f"{what} contains NaN or inf {shape_note}"
-    err = rel_error(got, want)
+    err = elementwise_relative_error(got, want)
     if err > tol:
         idx = _worst_index(got, want)
-        return (f"{what} is off by relative error {err:.2e} (threshold {tol:.0e}) {shape_note}; "
+        return (f"{what} is off by elementwise relative error {err:.2e} (threshold {tol:.0e}) "
+                f"{shape_note}; "
                 f"worst at index {idx}: got {float(got[idx]):.6g}, expected {float(want[idx]):.6g}")
     return ""
 

@@ -75,7 +75,7 @@ def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
                               verbose)
     shown = ", ".join(str(tuple(s)) for s in shapes)
     return report(Verdict(name, True, f"every node ({', '.join(STAGED_KEYS)}) matches autograd "
-                           f"to relative error {tol:.0e} for shapes {shown}"), verbose)
+                           f"to elementwise relative error {tol:.0e} for shapes {shown}"), verbose)
 
 
 def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:

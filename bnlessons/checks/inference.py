@@ -78,7 +78,8 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
                                 f"(m = {m})")
                 return report(Verdict(name, False, problem + hint), verbose)
     return report(Verdict(name, True, f"matches nn.BatchNorm's update (momentum 0.1, 0.3, None; "
-                           f"{len(UPDATE_SHAPES)} shapes) to relative error {tol:.0e}"), verbose)
+                           f"{len(UPDATE_SHAPES)} shapes) to elementwise relative error "
+                           f"{tol:.0e}"), verbose)
 
 
 def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True) -> Verdict:
@@ -111,7 +112,8 @@ def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = T
                     hint = "; momentum here is the weight of the OLD value, not of the new batch"
                 return report(Verdict(name, False, problem + hint), verbose)
     return report(Verdict(name, True, f"matches CS231n's update (decay 0.9 and 0.5, "
-                           f"{len(UPDATE_SHAPES)} shapes) to relative error {tol:.0e}"), verbose)
+                           f"{len(UPDATE_SHAPES)} shapes) to elementwise relative error "
+                           f"{tol:.0e}"), verbose)
 
 
 def _small_bn_mlp(seed: int) -> nn.Sequential:
@@ -171,8 +173,8 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
                                    f"call and is in {left} mode after it; restore its mode "
                                    f"{note}"), verbose)
     return report(Verdict(name, True, f"running statistics match Algorithm 2 with the current "
-                           f"weights to relative error {tol:.0e}; momenta and mode restored "
-                           f"(tried in training and in eval mode)"), verbose)
+                           f"weights to elementwise relative error {tol:.0e}; momenta and mode "
+                           f"restored (tried in training and in eval mode)"), verbose)
 
 
 def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True) -> Verdict:
