@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_int, check_module
+from bnlessons._validate import check_module
 from bnlessons.precise_bn import recompute_bn_stats
 from bnlessons.train import eval_mode
 
@@ -173,17 +173,13 @@ def adapt_bn(model: nn.Module, x_unlabelled: torch.Tensor, batch_size: int = 500
 
 @torch.no_grad()
 def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: int = 15) -> float:
-    """Seconds per eval-mode forward pass of ``model`` on ``x``: the fastest of ``repeats``.
-
-    Each repeat times ``number`` calls; the minimum over repeats is the least
-    disturbed by other work on a shared machine. Timings vary between
-    machines and runs: print them, never compare them byte for byte.
+    """Seconds per eval-mode forward pass of ``model`` on ``x``, measured like every
+    timing of the course (``timing.median_time``: the median over ``repeats`` of
+    ``number`` calls, after a warm-up). Timings vary between machines and runs:
+    print them, never compare them byte for byte.
     """
-    import timeit
+    from bnlessons.timing import median_time
 
     check_module(model, "model")
-    check_int(number, "number")
-    check_int(repeats, "repeats")
     with eval_mode(model):
-        model(x)  # warm-up
-        return min(timeit.repeat(lambda: model(x), number=number, repeat=repeats)) / number
+        return median_time(lambda: model(x), repeats=repeats, number=number, warmup=1)
