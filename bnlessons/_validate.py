@@ -22,8 +22,14 @@ def as_float_tensor(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def check_bn_input(x: object, name: str = "x") -> torch.Tensor:
-    """Batch norm input: a float tensor of shape (N, C), (N, C, L) or (N, C, H, W)."""
+def check_bn_input(x: object, name: str = "x", finite: bool = True) -> torch.Tensor:
+    """Batch norm input: a float tensor of shape (N, C), (N, C, L) or (N, C, H, W).
+
+    ``finite=True`` also rejects NaN and inf, with a message saying so; the
+    ``BatchNorm`` module passes ``False``, so that a network that diverges
+    during training produces non-finite values (which the training loop
+    records as divergence) instead of an exception in the middle of a layer.
+    """
     x = as_float_tensor(x, name)
     if x.dim() not in (2, 3, 4):
         raise ValueError(
@@ -32,7 +38,7 @@ def check_bn_input(x: object, name: str = "x") -> torch.Tensor:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if finite and not torch.isfinite(x).all():
         bad = "NaN" if torch.isnan(x).any() else "inf"
         raise ValueError(f"{name} contains {bad} values; batch statistics would be {bad}")
     return x

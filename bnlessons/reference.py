@@ -46,13 +46,15 @@ class Cache:
 
 
 def forward(
-    x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5
+    x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, Cache]:
     """Training-mode batch normalization; returns ``(out, cache)``.
 
     Uses the biased batch variance, as Algorithm 1 and PyTorch do when normalising.
+    ``check_finite=False`` lets NaN and inf through (see ``BatchNorm``).
     """
-    x = check_bn_input(x)
+    x = check_bn_input(x, finite=check_finite)
     check_training_batch(x)
     channels = x.shape[1]
     gamma = check_channel_param(gamma, "gamma", channels, x)
@@ -121,17 +123,26 @@ def backward_staged(
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """Training-mode batch norm whose gradient is the hand-written ``backward``."""
+    """Training-mode batch norm whose gradient is the hand-written ``backward``.
+
+    The tensors the backward pass needs go through ``ctx.save_for_backward``,
+    so autograd notices if one of them (the input, say) is modified in place
+    between the forward and the backward pass, instead of silently computing
+    a wrong gradient.
+    """
 
     @staticmethod
     def forward(ctx, x, gamma, beta, eps):  # type: ignore[override]
-        out, cache = forward(x, gamma, beta, eps)
-        ctx.cache = cache
+        out, cache = forward(x, gamma, beta, eps, check_finite=False)
+        ctx.save_for_backward(x, gamma, cache.mu, cache.var, cache.inv_std, cache.xhat)
+        ctx.eps = eps
         return out
 
     @staticmethod
     def backward(ctx, dout):  # type: ignore[override]
-        dx, dgamma, dbeta = backward(dout.contiguous(), ctx.cache)
+        x, gamma, mu, var, inv_std, xhat = ctx.saved_tensors
+        cache = Cache(x=x, mu=mu, var=var, inv_std=inv_std, xhat=xhat, gamma=gamma, eps=ctx.eps)
+        dx, dgamma, dbeta = backward(dout.contiguous(), cache)
         return dx, dgamma, dbeta, None
 
 
@@ -199,7 +210,7 @@ class BatchNorm(nn.Module):
         return ones, torch.zeros_like(ones)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_bn_input(x, "input")
+        x = check_bn_input(x, "input", finite=False)  # divergence is for train() to record
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"input has {x.shape[1]} channels (dimension 1 of shape {tuple(x.shape)}) "
@@ -224,9 +235,12 @@ class BatchNorm(nn.Module):
 
     @torch.no_grad()
     def _update_running_stats(self, x: torch.Tensor) -> None:
-        mean, var, count = running_stats.pytorch_update(
-            self.running_mean, self.running_var, int(self.num_batches_tracked), x.detach(),
-            self.momentum)
-        self.running_mean.copy_(mean)
-        self.running_var.copy_(var)
-        self.num_batches_tracked.fill_(count)
+        """PyTorch's update (``running_stats.pytorch_update``), without its input checks,
+        which the forward pass has done already (and which would reject NaN)."""
+        self.num_batches_tracked += 1
+        weight = running_stats.new_batch_weight(self.momentum, int(self.num_batches_tracked))
+        dims = reduce_dims(x)
+        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+        unbiased_var = running_stats.unbiased(var, values_per_channel(x))
+        self.running_mean.copy_(running_stats.blend(self.running_mean, mean, weight))
+        self.running_var.copy_(running_stats.blend(self.running_var, unbiased_var, weight))

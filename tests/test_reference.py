@@ -181,3 +181,29 @@ def test_float32_training_matches_torch_to_float32_precision():
     ours, theirs = BatchNorm(8, dtype=torch.float32), nn.BatchNorm1d(8, dtype=torch.float32)
     x = torch.randn(32, 8, dtype=torch.float32)
     assert (ours(x) - theirs(x)).abs().max().item() < 1e-5
+
+
+def test_batchnorm_function_detects_in_place_changes_of_saved_tensors():
+    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    gamma = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    beta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    h = x * 1.0  # a non-leaf, so that it can be modified in place
+    out = reference.BatchNormFunction.apply(h, gamma, beta, 1e-5)
+    h.mul_(2.0)  # changes the input after the forward pass
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_a_diverging_network_with_the_reference_bn_is_recorded_not_crashed():
+    from bnlessons import data, models
+    from bnlessons.train import train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    toy = data.Dataset("toy", x[:192], (x[:192, 0] > 0).long(), x[192:], (x[192:, 0] > 0).long())
+    torch.manual_seed(0)
+    model = models.MLP(8, 2, width=16, depth=3, norm="reference", init=1.0)
+    history = train(model, toy, steps=50, lr=1e30, batch_size=32, progress=False)
+    assert history.diverged, history.train_loss[-3:]
+    with pytest.raises(ValueError, match="NaN"):  # the functional forward still says so
+        reference.forward(torch.full((4, 2), float("nan")), torch.ones(2), torch.zeros(2))
