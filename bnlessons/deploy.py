@@ -21,7 +21,6 @@ new distribution, leaving every weight alone:
 from __future__ import annotations
 
 import copy
-from typing import Union
 
 import torch
 from torch import nn
@@ -30,8 +29,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from bnlessons._validate import check_module
 from bnlessons.precise_bn import recompute_bn_stats
 from bnlessons.train import eval_mode
-
-Foldable = Union[nn.Linear, nn.Conv2d]
 
 
 def _check_bn(bn: object, kind: type, out_features: int, name: str) -> _BatchNorm:

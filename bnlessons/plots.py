@@ -72,36 +72,6 @@ def plot_accuracy(histories: dict[str, History], ax: Optional[plt.Axes] = None,
     return ax
 
 
-def plot_percentile_band(steps: Sequence[int], pcts, ax: Optional[plt.Axes] = None,
-                         color: str = COLORS[0], label: str = "",
-                         title: str = "") -> plt.Axes:
-    """Median line with the band between the lowest and highest percentile rows.
-
-    ``pcts`` has shape (len(steps), 3): for example the 15th, 50th and 85th
-    percentiles of one unit's input at each step.
-    """
-    ax = ax or plt.gca()
-    p = _np(pcts)
-    if p.ndim != 2 or p.shape[0] != len(steps) or p.shape[1] < 2:
-        raise ValueError(f"pcts must have shape (len(steps), k>=2), got {p.shape}")
-    ax.fill_between(steps, p[:, 0], p[:, -1], color=color, alpha=0.25, linewidth=0)
-    ax.plot(steps, p[:, p.shape[1] // 2], color=color, label=label)
-    ax.set(xlabel="training step", title=title)
-    return ax
-
-
-def plot_histograms(samples: dict[str, object], ax: Optional[plt.Axes] = None,
-                    bins: int = 60, title: str = "") -> plt.Axes:
-    """Overlaid density histograms of flattened samples, one per label."""
-    ax = ax or plt.gca()
-    for i, (label, values) in enumerate(samples.items()):
-        ax.hist(_np(values).ravel(), bins=bins, density=True, alpha=0.5, label=label,
-                color=COLORS[i % len(COLORS)])
-    ax.set(ylabel="density", title=title)
-    ax.legend()
-    return ax
-
-
 def plot_per_layer(values: dict[str, Sequence[float]], ax: Optional[plt.Axes] = None,
                    logy: bool = False, xlabel: str = "layer", ylabel: str = "",
                    title: str = "") -> plt.Axes:

@@ -7,7 +7,7 @@ a batch, per-unit means and variances, and variance per layer.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -127,13 +127,3 @@ def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
         return out
 
     return record
-
-
-def spread(pcts: torch.Tensor) -> torch.Tensor:
-    """Distance between the highest and lowest rows of a percentile table."""
-    return pcts[-1] - pcts[0]
-
-
-def summarize(values: Iterable[float]) -> dict[str, float]:
-    t = torch.tensor(list(values), dtype=torch.float64)
-    return {"min": float(t.min()), "median": float(t.median()), "max": float(t.max())}
