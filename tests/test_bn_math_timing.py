@@ -82,7 +82,8 @@ def test_benchmark_bad_input():
 
 
 def test_keep_freed_memory():
-    assert isinstance(timing.keep_freed_memory(), bool)
+    # glibc's mallopt exists on Linux, so the call takes effect there and reports it
+    assert timing.keep_freed_memory() is sys.platform.startswith("linux")
     with pytest.raises(ValueError, match="limit_bytes"):
         timing.keep_freed_memory(0)
 

@@ -54,11 +54,14 @@ def test_cs231n_is_pytorch_with_decay_and_biased_variance():
     torch.testing.assert_close(ema_var, var)
 
 
-def test_batch_variance_bias_for_m2():
+def test_batch_variance_bias_for_m2_through_batch_moments():
+    # rs.batch_moments takes the biased variance: on average (m-1)/m of the truth
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200_000, 2, generator=g, dtype=torch.float64) * 3
-    biased = x.var(dim=1, unbiased=False).mean() / 9
-    assert abs(float(biased) - 0.5) < 0.01
+    batches = torch.randn(50_000, 2, 1, generator=g, dtype=torch.float64) * 3  # m = 2 each
+    biased = torch.stack([rs.batch_moments(b)[1] for b in batches[:5000]]).mean() / 9
+    assert abs(float(biased) - 0.5) < 0.03
+    corrected = rs.unbiased(torch.tensor([float(biased)]), 2)
+    assert abs(float(corrected) - 1.0) < 0.06
 
 
 def test_algorithm2_recovers_population_variance():

@@ -132,7 +132,7 @@ def test_fold_batchnorm_models():
 
 
 def test_fold_errors():
-    with pytest.raises(TypeError, match="bn"):
+    with pytest.raises(TypeError, match="bn must be an BatchNorm1d to follow a Linear"):
         deploy.fold_linear_bn(nn.Linear(3, 2), nn.BatchNorm2d(2))
     with pytest.raises(ValueError, match="features"):
         deploy.fold_linear_bn(nn.Linear(3, 2), nn.BatchNorm1d(3))
@@ -161,8 +161,16 @@ def test_shift_images_and_adapt_bn():
     assert model.training  # the original is untouched
 
 
-def test_forward_time_positive():
-    assert deploy.forward_time(nn.Linear(3, 2), torch.randn(4, 3), number=2, repeats=2) > 0
+def test_forward_time_measures_the_forward_pass():
+    import time
+
+    class Slow(nn.Module):
+        def forward(self, x):
+            time.sleep(0.002)
+            return x
+
+    seconds = deploy.forward_time(Slow(), torch.randn(4, 3), number=3, repeats=3)
+    assert 0.002 <= seconds < 0.05
     with pytest.raises(ValueError, match="repeats"):
         deploy.forward_time(nn.Linear(3, 2), torch.randn(4, 3), repeats=0)
 

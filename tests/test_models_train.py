@@ -127,8 +127,15 @@ def test_recorder_percentiles_and_variances():
     assert pct.shape == (3, 16) and bool((pct[0] <= pct[1]).all() and (pct[1] <= pct[2]).all())
     v = torch.arange(101.0).unsqueeze(1)
     assert probes.percentiles(v, (15, 50, 85))[:, 0].tolist() == [15.0, 50.0, 85.0]
-    variances = probes.layer_variances(model, torch.randn(50, 6), mods, capture="input")
-    assert all(val > 0 for val in variances.values())
+    x = torch.randn(50, 6)
+    variances = probes.layer_variances(model, x, mods, capture="input")
+    model.eval()  # so that a second pass sees exactly what the first one did
+    variances = probes.layer_variances(model, x, mods, capture="input")
+    with probes.ActivationRecorder(mods, "input") as rec:
+        model(x)
+    for name, value in variances.items():  # the variance of everything each layer saw
+        assert value == pytest.approx(float(rec.last[name].var(unbiased=False)))
+    model.train()
     with pytest.raises(ValueError, match="capture"):
         probes.ActivationRecorder(mods, capture="grad")
     with pytest.raises(ValueError, match="percentiles"):
@@ -143,8 +150,11 @@ def test_statistics_recorder_through_training():
     h = train.train(model, d, steps=20, lr=0.1, eval_every=10, record=record, progress=False)
     assert len(h.records["layer2/percentiles"]) == 3
     assert h.records["layer2/percentiles"][0].shape == (3, 8)
-    # in eval mode BN uses running statistics, so the first record is not normalised
-    assert h.records["layer1/var"][-1].shape == (8,)
+    # the records are what the probe batch gives in eval mode at that step: the last one
+    # must equal a fresh measurement on the trained network
+    last = probes.capture_in_eval(model, d.x_test[:50], probes.activation_inputs(model))
+    torch.testing.assert_close(h.records["layer1/var"][-1],
+                               last["layer1"].var(dim=0, unbiased=False))
     assert model.training
     with pytest.raises(ValueError, match="x_probe"):
         probes.statistics_recorder(probes.activation_inputs(model), d.x_test[:1])
