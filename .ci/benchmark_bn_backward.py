@@ -4,7 +4,7 @@ Usage: .venv/bin/python .ci/benchmark_bn_backward.py [--repeats R] [--number K]
            [--threads T] [--dtype float32|float64] [--no-keep-memory] [SHAPE ...]
 
 SHAPE is N,C or N,C,H,W (default: 256,512  64,512  32,64,16,16). For each
-shape the methods of ``bnlessons.timing`` (staged, compact, autograd through
+shape the methods of ``bnlessons.bn_math.timing`` (staged, compact, autograd through
 the plain forward, PyTorch's native kernel) run in interleaved rounds of K
 calls; the table shows the median time per call and, per method, how many
 times longer it takes than the compact formula (the median of the per-round
@@ -19,7 +19,7 @@ import platform
 
 import torch
 
-from bnlessons import timing
+from bnlessons.bn_math import timing
 
 DEFAULT_SHAPES = ((256, 512), (64, 512), (32, 64, 16, 16))
 

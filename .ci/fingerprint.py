@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import bnlessons
-from bnlessons import data, models, shift, train
+from bnlessons import data, models, train
+from bnlessons.covariate_shift import shift
 
 
 def digest(*arrays) -> str:

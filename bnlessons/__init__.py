@@ -1,10 +1,14 @@
 """Helpers for the Batch Normalization course.
 
 Every lesson starts with ``bnlessons.setup(seed)`` (from ``reproducibility``:
-seeds, one thread, and a check that the numeric pins are in effect) and then
-calls the modules below: ``reference`` (batch normalization written out by
-hand), ``data`` (offline datasets), ``models``, ``train``, ``probes``,
-``plots`` and ``checks`` (verdicts on a learner's own implementation).
+seeds, one thread, and a check that the numeric pins are in effect). The core
+modules sit here: ``reference`` (batch normalization written out by hand),
+``running_stats``, ``data`` (offline datasets), ``models``, ``train``,
+``lr_sweep``, ``probes``, ``plots``, ``progress``. Each chapter's own tools
+live in a subpackage named after its concept: ``covariate_shift``,
+``bn_math``, ``inference`` and (for now as modules) ``residual``, ``fixup`` and
+``propagation``. ``checks`` gives verdicts on a learner's own implementation.
+``bnlessons/README.md`` lists what lives where.
 """
 from __future__ import annotations
 

@@ -15,18 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from bnlessons import (
-    checks,
-    data,
-    ics,
-    lr_sweep,
-    noise,
-    precise_bn,
-    reference,
-    running_stats,
-    shift,
-    small_batch,
-)
+from bnlessons import checks, data, lr_sweep, reference, running_stats
+from bnlessons.covariate_shift import ics, noise, shift
+from bnlessons.inference import precise_bn, small_batch
 from bnlessons.models import MLP
 from bnlessons.train import evaluate
 
@@ -78,7 +69,7 @@ def _largest(train_at, lrs, min_accuracy):
 
 
 def _fold(linear, bn):
-    from bnlessons import deploy
+    from bnlessons.inference import deploy
 
     folded = deploy.fold_linear_bn(linear, bn)
     return folded.weight, folded.bias

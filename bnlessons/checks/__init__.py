@@ -11,13 +11,16 @@ Agreement is measured by the elementwise relative error
 ``max |a - b| / max(|a| + |b|, 1e-8)`` (elementwise), with thresholds stated
 in each function. One submodule per topic; everything is re-exported here.
 """
-from bnlessons.checks.batchnorm import (
+from bnlessons.checks.bn_math import (
     BACKWARD_TOL,
     FORWARD_TOL,
     SHAPES_2D,
     SHAPES_4D,
     check_backward,
+    check_dx_properties,
     check_forward,
+    check_scale_answers,
+    check_staged_backward,
 )
 from bnlessons.checks.common import Verdict, compare, elementwise_relative_error, report
 
@@ -26,11 +29,6 @@ from bnlessons.checks.covariate_shift import (
     check_noise_layer,
     check_percentile_probe,
     check_saturation,
-)
-from bnlessons.checks.gradients import (
-    check_dx_properties,
-    check_scale_answers,
-    check_staged_backward,
 )
 from bnlessons.checks.inference import (
     check_cs231n_update,

@@ -6,10 +6,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bnlessons import ics, shift
 from bnlessons.checks.common import Verdict, report
+from bnlessons.covariate_shift import ics, shift
+from bnlessons.covariate_shift.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
 from bnlessons.models import MLP
-from bnlessons.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
 
 SATURATION_TOL = 1e-9
 PROBE_TOL = 1e-9
@@ -33,7 +33,7 @@ def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
     """Check ``fn(z, threshold) -> (fraction, mean_slope)`` for samples ``z`` of a sigmoid input.
 
     ``fraction`` is the share of entries with |z| > threshold and ``mean_slope``
-    the mean of sigmoid'(z). Both must match ``bnlessons.shift.saturation``
+    the mean of sigmoid'(z). Both must match ``bnlessons.covariate_shift.shift.saturation``
     to absolute error ``tol`` on float64 samples of several Gaussians.
     """
     name = "check_saturation"

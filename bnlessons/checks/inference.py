@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons.bn_modes import bn_buffers, buffers_changed
 from bnlessons.checks.common import Verdict, compare, report
-from bnlessons.deploy import fold_linear_bn
-from bnlessons.precise_bn import recompute_bn_stats
+from bnlessons.inference.bn_modes import bn_buffers, buffers_changed
+from bnlessons.inference.deploy import fold_linear_bn
+from bnlessons.inference.precise_bn import recompute_bn_stats
 
 UPDATE_TOL = 1e-10
 PRECISE_TOL = 1e-8

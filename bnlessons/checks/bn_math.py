@@ -1,0 +1,315 @@
+"""Checks for chapter 2, the mathematics of BN: the forward pass, the backward pass
+(compact and node by node), the properties of dx, and the scale factors of
+section 3.3."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from bnlessons import reference
+from bnlessons.bn_math import gradcheck
+from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
+from bnlessons.checks.common import Verdict, compare, report
+
+FORWARD_TOL = 1e-10
+BACKWARD_TOL = 1e-8
+SHAPES_2D: tuple[tuple[int, ...], ...] = ((8, 5), (64, 3), (2, 1))
+SHAPES_4D: tuple[tuple[int, ...], ...] = ((4, 3, 5, 5), (2, 6, 3, 4))
+
+
+def _inputs(shape: Sequence[int], seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) * 3.0 + 1.5
+    c = shape[1]
+    gamma = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(c, generator=g, dtype=torch.float64)
+    dout = torch.randn(*shape, generator=g, dtype=torch.float64)
+    return x, gamma, beta, dout
+
+
+def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
+                x: torch.Tensor) -> str:
+    """A targeted hint when ``got - beta`` is ``want - beta`` times one constant factor.
+
+    Elementwise errors mislead there (near an output of beta the relative
+    error is large whatever the factor); the factor itself says what went
+    wrong. sqrt((m-1)/m) is the classic: normalising by ``x.std(0)`` or
+    ``x.var(0)``, which divide by m - 1, instead of the biased variance.
+    """
+    if not torch.isfinite(got).all():
+        return ""
+    dims = (0,) + tuple(range(2, x.dim()))
+    shift = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
+    g, w = got.double() - shift, want.double() - shift
+    factor = (g * w).sum(dim=dims) / (w * w).sum(dim=dims)
+    if float((g - w * factor.reshape(shift.shape)).abs().max()) > 1e-6 * float(w.abs().max()):
+        return ""  # not a pure rescaling
+    common = float(factor.mean())
+    if float((factor - common).abs().max()) > 1e-6 * abs(common):
+        return ""
+    m = x.numel() // x.shape[1]
+    hint = f". Every feature of out - beta is the reference's times {common:.6f}"
+    if abs(common - math.sqrt((m - 1) / m)) < 1e-4:
+        hint += (f" = sqrt((m-1)/m) for m = {m}: you normalised with the unbiased variance "
+                 "(x.std(0) and x.var(0) divide by m - 1); Algorithm 1 uses the biased one, "
+                 "x.var(0, unbiased=False)")
+    return hint
+
+
+def _first_output(result: object) -> object:
+    return result[0] if isinstance(result, tuple) else result
+
+
+def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
+                  eps: float = 1e-5, tol: float = FORWARD_TOL, verbose: bool = True) -> Verdict:
+    """Check ``fn(x, gamma, beta, eps)`` (returning ``out`` or ``(out, cache)``).
+
+    Passes if the output matches Algorithm 1 to elementwise relative error ``tol`` for
+    every shape; pass ``SHAPES_4D`` to check per-channel (conv) batch norm.
+    """
+    name = "check_forward"
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, _ = _inputs(shape, seed=100 + i)
+        note = f"(input shape {tuple(shape)})"
+        want, _ = reference.forward(x, gamma, beta, eps)
+        try:
+            got = _first_output(fn(x.clone(), gamma.clone(), beta.clone(), eps))
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        problem = compare("out", got, want, tol, note)
+        if problem:
+            hint = _scale_hint(got, want, beta, x) if not problem.startswith(
+                ("out should", "out has")) else ""
+            return report(Verdict(name, False, problem + hint), verbose)
+    shown = ", ".join(str(tuple(s)) for s in shapes)
+    return report(Verdict(name, True, f"output matches the reference to elementwise relative error "
+                           f"{tol:.0e} for shapes {shown}"), verbose)
+
+
+def check_backward(forward_fn: Callable, backward_fn: Callable,
+                   shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
+                   tol: float = BACKWARD_TOL, verbose: bool = True) -> Verdict:
+    """Check a ``forward(x, gamma, beta, eps) -> (out, cache)`` and
+    ``backward(dout, cache) -> (dx, dgamma, dbeta)`` pair.
+
+    The upstream gradient ``dout`` is random. Passes if all three gradients
+    match the reference to elementwise relative error ``tol`` for every shape.
+    """
+    name = "check_backward"
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, dout = _inputs(shape, seed=200 + i)
+        note = f"(input shape {tuple(shape)})"
+        _, ref_cache = reference.forward(x, gamma, beta, eps)
+        want = reference.backward(dout, ref_cache)
+        try:
+            result = forward_fn(x.clone(), gamma.clone(), beta.clone(), eps)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                return report(Verdict(name, False, "your forward must return (out, cache) "
+                                       f"{note}"), verbose)
+            got = backward_fn(dout.clone(), result[1])
+        except Exception as err:  # noqa: BLE001
+            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if not (isinstance(got, tuple) and len(got) == 3):
+            return report(Verdict(name, False, "your backward must return "
+                                   f"(dx, dgamma, dbeta) {note}"), verbose)
+        for label, g, w in zip(("dx", "dgamma", "dbeta"), got, want):
+            problem = compare(label, g, w, tol, note)
+            if problem:
+                return report(Verdict(name, False, problem), verbose)
+    shown = ", ".join(str(tuple(s)) for s in shapes)
+    return report(Verdict(name, True, f"dx, dgamma and dbeta match the reference to relative "
+                           f"error {tol:.0e} for shapes {shown}"), verbose)
+
+#: What the staged backward returns, in the order backpropagation computes it.
+STAGED_KEYS: tuple[str, ...] = ("dbeta", "dgamma", "dxhat", "dvar", "dmu", "dx")
+_NODE = {"dbeta": "beta", "dgamma": "gamma", "dxhat": "xhat", "dvar": "var", "dmu": "mu",
+         "dx": "x"}
+_HINT = {
+    "dbeta": "out = gamma * xhat + beta, so dbeta sums dout over the batch",
+    "dgamma": "dgamma sums dout * xhat over the batch",
+    "dxhat": "dxhat = dout * gamma, elementwise",
+    "dvar": "dvar sums dxhat * (x - mu) over the batch, times -1/2 (var + eps)^(-3/2)",
+    "dmu": "dmu has two terms: the path through xhat (-inv_std times the sum of dxhat) "
+           "and the path through var (dvar times the mean of -2 (x - mu), zero in value "
+           "but part of the formula)",
+    "dx": "dx has three terms: dxhat * inv_std, dvar * 2 (x - mu) / m and dmu / m, where m "
+          "counts the values per feature",
+}
+PROPERTY_TOL = 1e-10
+#: Batches of at least 8: with m = 2 BN's output is about +-1 whatever x is, dx itself is
+#: rounding noise, and "sums to zero" would compare noise with noise.
+PROPERTY_SHAPES: tuple[tuple[int, ...], ...] = ((8, 5), (16, 3), (64, 4), (256, 2))
+SCALE_QUANTITIES: tuple[str, ...] = ("output", "grad_input", "grad_weight", "effective_lr")
+
+
+def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
+                          shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
+                          tol: float = BACKWARD_TOL, verbose: bool = True) -> Verdict:
+    """Check a backward pass that returns the gradient at every node of the graph.
+
+    ``forward_fn(x, gamma, beta, eps)`` returns ``(out, cache)`` and
+    ``backward_fn(dout, cache)`` returns a dict with the keys ``STAGED_KEYS``.
+    Each gradient is compared, in the order backpropagation computes them,
+    with autograd's gradient at that node (``gradcheck.graph_gradients``); the
+    first one that is off is named, with the chain-rule step that produces it.
+    """
+    name = "check_staged_backward"
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, dout = _inputs(shape, seed=300 + i)
+        note = f"(input shape {tuple(shape)})"
+        want = gradcheck.graph_gradients(x, gamma, beta, eps, dout)
+        try:
+            result = forward_fn(x.clone(), gamma.clone(), beta.clone(), eps)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                return report(Verdict(name, False, f"your forward must return (out, cache) "
+                                       f"{note}"), verbose)
+            got = backward_fn(dout.clone(), result[1])
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if not isinstance(got, Mapping):
+            return report(Verdict(name, False, "your backward must return a dict with keys "
+                                   f"{', '.join(STAGED_KEYS)}; got {type(got).__name__}"),
+                          verbose)
+        missing = [k for k in STAGED_KEYS if k not in got]
+        if missing:
+            return report(Verdict(name, False, f"your dict has no {', '.join(missing)}: "
+                                   f"return all of {', '.join(STAGED_KEYS)}"), verbose)
+        for key in STAGED_KEYS:
+            problem = compare(key, got[key], want[_NODE[key]], tol, note)
+            if problem:
+                earlier = STAGED_KEYS[:STAGED_KEYS.index(key)]
+                so_far = f" ({', '.join(earlier)} are right)" if earlier else ""
+                return report(Verdict(name, False, f"{problem}{so_far}. Hint: {_HINT[key]}"),
+                              verbose)
+    shown = ", ".join(str(tuple(s)) for s in shapes)
+    return report(Verdict(name, True, f"every node ({', '.join(STAGED_KEYS)}) matches autograd "
+                           f"to elementwise relative error {tol:.0e} for shapes {shown}"), verbose)
+
+
+def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    """The angle (radians) by which one SGD step of size ``lr`` turns each row of ``w``."""
+    stepped = w - lr * grad
+    unit = w / w.norm(dim=1, keepdim=True)
+    along = (stepped * unit).sum(dim=1)
+    across = (stepped - along.unsqueeze(1) * unit).norm(dim=1)
+    return torch.atan2(across, along)
+
+
+def values_in_batch(shape: Sequence[int]) -> int:
+    """How many values each feature's statistics use: N (times H*W for images)."""
+    count = shape[0]
+    for size in shape[2:]:
+        count *= size
+    return count
+
+
+def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
+    """max over features of |sum of values| / sum of |values|: 0 when they cancel exactly."""
+    total = values.sum(dim=dims).abs()
+    size = values.abs().sum(dim=dims).clamp_min(torch.finfo(values.dtype).tiny)
+    return float((total / size).max())
+
+
+def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
+                        shapes: Sequence[Sequence[int]] = PROPERTY_SHAPES,
+                        tol: float = PROPERTY_TOL, verbose: bool = True,
+                        seed: int = 400) -> Verdict:
+    """Check three facts about BN's input gradient on a learner's backward pass.
+
+    1. ``dx`` sums to zero over the batch, for each feature;
+    2. with ``eps = 0``, ``dx`` is orthogonal to ``xhat``, feature by feature;
+    3. for ``dout = ones`` (the loss ``sum(out)``) ``dx`` is zero everywhere.
+
+    "Zero" means: at most ``tol`` times the size of the terms that cancel.
+    Every shape needs a batch of at least 8 values per feature (see
+    ``PROPERTY_SHAPES``); ``seed`` chooses the random inputs.
+    """
+    name = "check_dx_properties"
+    for shape in shapes:
+        if values_in_batch(shape) < 8:
+            raise ValueError(f"check_dx_properties needs at least 8 values per feature, got "
+                             f"shape {tuple(shape)}: with fewer, dx is mostly rounding noise")
+    for i, shape in enumerate(shapes):
+        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
+        note = f"(input shape {tuple(shape)})"
+        dims = (0,) + tuple(range(2, x.dim()))
+        try:
+            _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+            dx = backward_fn(dout.clone(), cache)[0]
+            _, cache0 = forward_fn(x.clone(), gamma.clone(), beta.clone(), 0.0)
+            dx0 = backward_fn(dout.clone(), cache0)[0]
+            dx_ones = backward_fn(torch.ones_like(dout), cache)[0]
+        except Exception as err:  # noqa: BLE001
+            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        for label, got in (("dx", dx), ("dx (eps = 0)", dx0), ("dx (dout = ones)", dx_ones)):
+            if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+                shape_got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)
+                return report(Verdict(name, False, f"{label} should be a tensor of shape "
+                                       f"{tuple(x.shape)}, got {shape_got} {note}"), verbose)
+        if _column_ratio(dx, dims) > tol:
+            return report(Verdict(name, False, f"dx does not sum to zero over the batch {note}: "
+                                   "check the dmu / m term, which every example shares"),
+                          verbose)
+        xhat0 = reference.forward(x, gamma, beta, 0.0)[1].xhat
+        if _column_ratio(dx0 * xhat0, dims) > tol:
+            return report(Verdict(name, False, f"with eps = 0, dx is not orthogonal to xhat "
+                                   f"{note}: check the term through var"), verbose)
+        scale = float(dx.abs().max())
+        if float(dx_ones.abs().max()) > tol * scale:
+            return report(Verdict(name, False, f"with dout = ones, dx should vanish but it does "
+                                   f"not {note}"), verbose)
+    return report(Verdict(name, True, "dx sums to zero over the batch, is orthogonal to xhat "
+                           "when eps = 0, and vanishes for dout = ones (each to within "
+                           f"{tol:.0e} of the terms that cancel)"), verbose)
+
+
+def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: float = 1e-6,
+                        verbose: bool = True) -> Verdict:
+    """Compare predicted factors with measured ones when the weight W before BN becomes a W.
+
+    ``answers`` maps each of ``SCALE_QUANTITIES`` to a number: by what factor
+    BN's output, the gradient with respect to the layer's input u, the
+    gradient with respect to the weight (as a norm) and the effective learning
+    rate ``lr / |w|^2`` change. They are measured on a random layer with eps = 0.
+    """
+    name = "check_scale_answers"
+    if not isinstance(answers, Mapping):
+        return report(Verdict(name, False, "answers must be a dict with keys "
+                               f"{', '.join(SCALE_QUANTITIES)}"), verbose)
+    missing = [k for k in SCALE_QUANTITIES if k not in answers]
+    if missing:
+        return report(Verdict(name, False, f"answers has no {', '.join(missing)}"), verbose)
+    g = torch.Generator().manual_seed(500)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+        torch.manual_seed(501)
+        layer = linear_bn_layer(6, 4, eps=0.0)
+    u = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    upstream = torch.randn(32, 4, generator=g, dtype=torch.float64)
+    base = scaled_weight_gradients(layer, u, upstream, 1.0)
+    scaled = scaled_weight_gradients(layer, u, upstream, a)
+    w = layer[0].weight.detach()
+    lr = 1e-6  # small, so that the angle a step turns a row is proportional to the rate
+    measured = {
+        "output": float(scaled["out"].norm() / base["out"].norm()),
+        "grad_input": float(scaled["grad_input"].norm() / base["grad_input"].norm()),
+        "grad_weight": float(scaled["grad_weight"].norm() / base["grad_weight"].norm()),
+        # the effective learning rate, measured: how far one SGD step turns each weight row
+        "effective_lr": float((_turn(a * w, scaled["grad_weight"], lr)
+                               / _turn(w, base["grad_weight"], lr)).mean()),
+    }
+    for key in SCALE_QUANTITIES:
+        value = answers[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return report(Verdict(name, False, f"answers[{key!r}] must be a number, got "
+                                   f"{type(value).__name__}"), verbose)
+        if abs(value - measured[key]) > rtol * abs(measured[key]):
+            return report(Verdict(name, False, f"{key}: you said {value:.6g}, but with a = {a:g} "
+                                   f"the measured factor is {measured[key]:.6g}"), verbose)
+    return report(Verdict(name, True, f"all four factors match the ones measured with a = {a:g} "
+                           f"(relative tolerance {rtol:.0e})"), verbose)

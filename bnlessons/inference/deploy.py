@@ -1,0 +1,182 @@
+"""Batch normalization after training: folding it away, and adapting it to new data.
+
+In eval mode a BN layer is a fixed affine map per channel,
+``y = s * (z - running_mean) + beta`` with ``s = gamma / sqrt(running_var + eps)``.
+If the layer before it is affine too (``z = W u + b``), the two collapse into
+one layer with weight ``s[:, None] * W`` and bias ``s * (b - running_mean) + beta``:
+
+* ``fold_linear_bn`` / ``fold_conv_bn``: one Linear (Conv2d) + BN pair.
+* ``fold_batchnorm``: a copy of a whole model with every foldable pair folded
+  (consecutive pairs in an ``nn.Sequential``, and the ``.linear`` / ``.norm``
+  pair of ``bnlessons.models.HiddenBlock`` with BN before the activation).
+
+Under test-time covariate shift the running statistics describe the wrong
+inputs. AdaBN (Li et al. 2016) re-estimates them on unlabelled data from the
+new distribution, leaving every weight alone:
+
+* ``shift_images``: a few simple, deterministic shifts of images in [0, 1].
+* ``adapt_bn``: a copy of a model with its BN statistics recomputed on the
+  unlabelled shifted inputs (precise BN on the new data).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from bnlessons._validate import check_module
+from bnlessons.inference.precise_bn import recompute_bn_stats
+from bnlessons.train import eval_mode
+
+
+def _check_bn(bn: object, kind: type, out_features: int, name: str) -> _BatchNorm:
+    if not isinstance(bn, kind):
+        raise TypeError(f"bn must be an {kind.__name__} to follow a {name}, got "
+                        f"{type(bn).__name__}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("bn has no running statistics (track_running_stats=False): in eval "
+                         "mode it still uses batch statistics and cannot be folded")
+    if bn.num_features != out_features:
+        raise ValueError(f"bn has {bn.num_features} features but the {name} produces "
+                         f"{out_features}")
+    return bn
+
+
+@torch.no_grad()
+def _folded_weight_bias(weight: torch.Tensor, bias: torch.Tensor | None,
+                        bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = bn.weight * scale
+    shift = bn.bias if bn.affine else torch.zeros_like(scale)
+    b = bias if bias is not None else torch.zeros_like(scale)
+    new_weight = weight * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
+    new_bias = scale * (b - bn.running_mean) + shift
+    return new_weight, new_bias
+
+
+def fold_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
+    """One ``nn.Linear`` (with bias) equal to ``bn(linear(u))`` with ``bn`` in eval mode."""
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+    bn = _check_bn(bn, nn.BatchNorm1d, linear.out_features, "Linear")
+    weight, bias = _folded_weight_bias(linear.weight, linear.bias, bn)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        out = nn.Linear(linear.in_features, linear.out_features, bias=True,
+                        dtype=linear.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+    return out
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """One ``nn.Conv2d`` (with bias) equal to ``bn(conv(u))`` with ``bn`` in eval mode."""
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+    bn = _check_bn(bn, nn.BatchNorm2d, conv.out_channels, "Conv2d")
+    weight, bias = _folded_weight_bias(conv.weight, conv.bias, bn)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                        stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                        groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
+                        dtype=conv.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+    return out
+
+
+def _fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    if isinstance(layer, nn.Linear) and type(bn) is nn.BatchNorm1d \
+            and bn.running_mean is not None:
+        return fold_linear_bn(layer, bn)
+    if isinstance(layer, nn.Conv2d) and type(bn) is nn.BatchNorm2d \
+            and bn.running_mean is not None:
+        return fold_conv_bn(layer, bn)
+    return None
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` for inference with every foldable BN folded; returns (copy, count).
+
+    Folds a Linear/Conv2d immediately followed by a BatchNorm1d/2d inside an
+    ``nn.Sequential``, and a ``HiddenBlock`` whose BN comes right after its
+    linear layer. Each folded BN becomes ``nn.Identity``. The copy is in eval
+    mode and equals the original in eval mode up to float rounding.
+    """
+    from bnlessons.models import HiddenBlock
+
+    check_module(model, "model")
+    folded = copy.deepcopy(model).eval()
+    count = 0
+    for module in list(folded.modules()):
+        if isinstance(module, HiddenBlock) and module.norm_position == "before":
+            new = _fold_pair(module.linear, module.norm)
+            if new is not None:
+                module.linear, module.norm = new, nn.Identity()
+                count += 1
+        elif isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                new = _fold_pair(module._modules[a], module._modules[b])
+                if new is not None:
+                    module._modules[a], module._modules[b] = new, nn.Identity()
+                    count += 1
+    return folded.eval(), count
+
+
+SHIFTS = ("contrast", "brightness", "gamma", "noise")
+
+
+def shift_images(x: torch.Tensor, kind: str, amount: float, seed: int = 0) -> torch.Tensor:
+    """A shifted copy of images ``x`` with values in [0, 1] (any shape).
+
+    * ``contrast``: ``0.5 + amount * (x - 0.5)``, so ``amount < 1`` lowers contrast.
+    * ``brightness``: ``clamp(x + amount, 0, 1)``: a shift that saturates.
+    * ``gamma``: ``x ** amount``; ``amount < 1`` brightens mid-tones and thickens strokes.
+    * ``noise``: ``x + amount * N(0, 1)`` with a generator seeded by ``seed``.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor of images in [0, 1]")
+    if kind not in SHIFTS:
+        raise ValueError(f"kind must be one of {SHIFTS}, got {kind!r}")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"amount must be a number, got {type(amount).__name__}")
+    if kind == "contrast":
+        return 0.5 + amount * (x - 0.5)
+    if kind == "brightness":
+        return (x + amount).clamp(0.0, 1.0)
+    if kind == "gamma":
+        if not amount > 0:
+            raise ValueError(f"a gamma must be > 0, got {amount}")
+        return x.clamp_min(0.0) ** amount
+    g = torch.Generator().manual_seed(seed)
+    return x + amount * torch.randn(x.shape, generator=g, dtype=x.dtype)
+
+
+def adapt_bn(model: nn.Module, x_unlabelled: torch.Tensor, batch_size: int = 500) -> nn.Module:
+    """AdaBN: a copy of ``model`` whose BN statistics are recomputed on ``x_unlabelled``.
+
+    No labels and no gradient steps: only the running means and variances
+    change, re-estimated (Algorithm 2, current weights) on the new inputs.
+    """
+    adapted = copy.deepcopy(model)
+    recompute_bn_stats(adapted, x_unlabelled, batch_size)
+    return adapted.eval()
+
+
+@torch.no_grad()
+def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: int = 15) -> float:
+    """Seconds per eval-mode forward pass of ``model`` on ``x``, measured like every
+    timing of the course (``timing.median_time``: the median over ``repeats`` of
+    ``number`` calls, after a warm-up). Timings vary between machines and runs:
+    print them, never compare them byte for byte.
+    """
+    from bnlessons.bn_math.timing import median_time
+
+    check_module(model, "model")
+    with eval_mode(model):
+        return median_time(lambda: model(x), repeats=repeats, number=number, warmup=1)

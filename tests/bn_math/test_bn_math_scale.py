@@ -1,0 +1,172 @@
+"""bnlessons.bn_math.scale_invariance and bnlessons.lr_sweep."""
+import math
+
+import pytest
+import torch
+
+from bnlessons import lr_sweep
+from bnlessons.bn_math import scale_invariance as si
+from bnlessons.data import Dataset
+from bnlessons.models import MLP
+
+
+@pytest.fixture
+def layer_and_batch():
+    torch.manual_seed(0)
+    layer = si.linear_bn_layer(10, 6, eps=0.0)
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(32, 10, generator=g, dtype=torch.float64)
+    upstream = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    return layer, u, upstream
+
+
+@pytest.mark.parametrize("a", [0.01, 0.5, 7.0, 1000.0])
+def test_scale_invariance_is_exact_with_eps_zero(layer_and_batch, a):
+    layer, u, upstream = layer_and_batch
+    weight_before = layer[0].weight.detach().clone()
+    base = si.scaled_weight_gradients(layer, u, upstream, 1.0)
+    scaled = si.scaled_weight_gradients(layer, u, upstream, a)
+    assert (scaled["out"] - base["out"]).abs().max() < 1e-12
+    assert (scaled["grad_input"] - base["grad_input"]).abs().max() < 1e-12
+    assert torch.allclose(a * scaled["grad_weight"], base["grad_weight"], rtol=1e-10, atol=1e-14)
+    # the layer's own weight is left as it was
+    assert torch.equal(layer[0].weight, weight_before)
+
+
+def test_eps_breaks_invariance_for_tiny_weights(layer_and_batch):
+    _, u, upstream = layer_and_batch
+    torch.manual_seed(0)
+    layer = si.linear_bn_layer(10, 6, eps=1e-5)
+    base = si.scaled_weight_gradients(layer, u, upstream, 1.0)
+    tiny = si.scaled_weight_gradients(layer, u, upstream, 1e-4)
+    assert (tiny["out"] - base["out"]).abs().max() > 0.1
+
+
+def test_rows_orthogonal_to_gradients_and_norm_growth(layer_and_batch):
+    layer, u, upstream = layer_and_batch
+    grads = si.scaled_weight_gradients(layer, u, upstream, 1.0)
+    w, g = layer[0].weight.detach(), grads["grad_weight"]
+    assert si.row_gradient_cosines(w, g).abs().max() < 1e-12
+    # without BN the cosines are not zero
+    assert si.row_gradient_cosines(w, upstream.T @ u).abs().max() > 0.01
+    lr = 0.3
+    assert torch.allclose(si.row_norms(w - lr * g) ** 2,
+                          si.row_norms(w) ** 2 + lr**2 * si.row_norms(g) ** 2, rtol=1e-12)
+
+
+def test_row_measures_values_and_errors():
+    w = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    assert torch.allclose(si.row_norms(w), torch.tensor([5.0, 2.0]))
+    assert torch.allclose(si.effective_lr(0.5, w), torch.tensor([0.02, 0.125]))
+    cos = si.row_gradient_cosines(w, torch.tensor([[4.0, -3.0], [0.0, 0.0]]))
+    assert torch.allclose(cos, torch.zeros(2))
+    with pytest.raises(ValueError, match="weight matrix"):
+        si.row_norms(torch.ones(3))
+    with pytest.raises(ValueError, match="grad must have the shape"):
+        si.row_gradient_cosines(w, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        si.effective_lr(0.0, w)
+    with pytest.raises(TypeError, match="floating-point"):
+        si.row_norms(torch.ones(2, 2, dtype=torch.int64))
+
+
+def test_layer_and_gradient_helpers_validate(layer_and_batch):
+    layer, u, upstream = layer_and_batch
+    with pytest.raises(ValueError, match="in_features"):
+        si.linear_bn_layer(0, 3)
+    with pytest.raises(ValueError, match="eps"):
+        si.linear_bn_layer(3, 3, eps=-1.0)
+    with pytest.raises(ValueError, match="a must be a positive"):
+        si.scaled_weight_gradients(layer, u, upstream, -2.0)
+    with pytest.raises(TypeError, match="linear_bn_layer"):
+        si.scaled_weight_gradients(torch.nn.Linear(2, 2), u, upstream, 1.0)
+    with pytest.raises(ValueError, match="upstream must have"):
+        si.scaled_weight_gradients(layer, u, upstream[:, :2], 1.0)
+
+
+def test_weight_norm_recorder():
+    model = MLP(12, 3, width=8, depth=2, norm="bn")
+    layers = {f"layer{i + 1}": b.linear for i, b in enumerate(model.blocks)}
+    record = si.weight_norm_recorder(layers, lr=0.5)
+    values = record(model, 0)
+    assert set(values) == {"layer1/norm", "layer1/eff_lr", "layer2/norm", "layer2/eff_lr"}
+    rows = si.row_norms(model.blocks[0].linear.weight)
+    assert values["layer1/norm"] == pytest.approx(float(rows.median()))
+    assert values["layer1/eff_lr"] == pytest.approx(float((0.5 / rows**2).median()))
+    with pytest.raises(ValueError, match="layers is empty"):
+        si.weight_norm_recorder({}, 0.1)
+    with pytest.raises(TypeError, match="no weight"):
+        si.weight_norm_recorder({"relu": torch.nn.ReLU()}, 0.1)
+    with pytest.raises(ValueError, match="lr must be"):
+        si.weight_norm_recorder(layers, -1.0)
+
+
+def test_geometric_grid():
+    assert lr_sweep.geometric_grid(0.04, 10.24) == pytest.approx(
+        [0.04 * 2**k for k in range(9)])
+    assert lr_sweep.geometric_grid(1.0, 1.0) == (1.0,)
+    assert len(lr_sweep.geometric_grid(0.1, 100.0, factor=10.0)) == 4
+    with pytest.raises(ValueError, match="factor must be > 1"):
+        lr_sweep.geometric_grid(0.1, 1.0, factor=1.0)
+    with pytest.raises(ValueError, match="stop"):
+        lr_sweep.geometric_grid(1.0, 0.1)
+    with pytest.raises(ValueError, match="start must be a positive"):
+        lr_sweep.geometric_grid(0.0, 1.0)
+
+
+def test_sweep_largest_trainable():
+    sw = lr_sweep.Sweep(lrs=(0.1, 0.2, 0.4, 0.8), final_acc=(0.9, 0.6, math.nan, 0.2),
+                        diverged=(False, False, True, False), skipped=(False,) * 4,
+                        threshold=0.5)
+    assert sw.trains() == [True, True, False, False]
+    assert sw.largest_trainable() == 0.2
+    none = lr_sweep.Sweep((0.1,), (0.1,), (False,), (False,), 0.5)
+    assert none.largest_trainable() is None
+
+
+def tiny_data(n=200, features=6, seed=0):
+    """Two linearly separable classes: any reasonable learning rate learns them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=g)
+    y = (x[:, 0] > 0).long()
+    return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
+
+
+def test_lr_sweep_runs_skips_and_is_reproducible():
+    data = tiny_data()
+    lrs = (0.01, 0.1, 1e6, 1e7, 1e8)
+
+    def build():
+        return MLP(6, 2, width=16, depth=1)
+
+    sw = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
+                           stop_after=2)
+    assert sw.trains()[1] and not any(sw.trains()[2:])
+    assert sw.skipped == (False, False, False, False, True)
+    assert math.isnan(sw.final_acc[-1])
+    assert sw.largest_trainable() in (0.01, 0.1)
+    again = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
+                              stop_after=2)
+    assert again.final_acc[:2] == sw.final_acc[:2]
+    assert again.diverged == sw.diverged
+    every = lr_sweep.lr_sweep(build, data, lrs[:2], steps=5, seed=3, threshold=0.99,
+                              batch_size=32, stop_after=None)
+    assert every.skipped == (False, False)
+
+
+def test_lr_sweep_bad_input():
+    data = tiny_data()
+
+    def build():
+        return MLP(6, 2, width=4, depth=1)
+
+    with pytest.raises(TypeError, match="build_model must be callable and return a new model"):
+        lr_sweep.lr_sweep(MLP(6, 2), data, (0.1,), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="ascending"):
+        lr_sweep.lr_sweep(build, data, (0.2, 0.1), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="positive numbers"):
+        lr_sweep.lr_sweep(build, data, (), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 1.5)
+    with pytest.raises(ValueError, match="stop_after"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=0)

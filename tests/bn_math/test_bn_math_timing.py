@@ -1,0 +1,99 @@
+"""bnlessons.bn_math.timing and the backward benchmark script."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnlessons.bn_math import gradcheck, timing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_median_time_is_positive_and_validates():
+    calls = []
+    t = timing.median_time(lambda: calls.append(1), repeats=3, number=2, warmup=1)
+    assert t > 0 and len(calls) == 1 + 3 * 2
+    with pytest.raises(TypeError, match="fn must be callable"):
+        timing.median_time(None)
+    with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+        timing.median_time(lambda: None, repeats=0)
+    with pytest.raises(TypeError, match="number must be an int >= 1"):
+        timing.median_time(lambda: None, number=1.5)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 3, 2, 2)])
+def test_the_four_methods_agree(shape):
+    fns = timing.backward_callables(shape, dtype=torch.float64)
+    assert tuple(fns) == timing.METHODS
+    results = {name: fn() for name, fn in fns.items()}
+    for name, grads in results.items():
+        assert len(grads) == 3
+        for got, want in zip(grads, results["compact"]):
+            assert gradcheck.relative_error(got, want) < 1e-10, name
+    # each function can be called again (autograd keeps its graph)
+    again = fns["autograd"]()
+    assert gradcheck.relative_error(again[0], results["autograd"][0]) == 0.0
+
+
+def test_backward_callables_bad_input():
+    with pytest.raises(ValueError, match="shape must be 2 to 4 positive ints"):
+        timing.backward_callables((5,))
+    with pytest.raises(ValueError, match="shape must be 2 to 4 positive ints"):
+        timing.backward_callables((4, 0))
+    with pytest.raises(TypeError, match="dtype must be"):
+        timing.backward_callables((4, 2), dtype=torch.int64)
+
+
+def test_benchmark_rows_ratios_and_table():
+    rows = timing.benchmark_backward([(32, 8), (4, 2, 3, 3)], repeats=3, number=1)
+    assert [r.shape for r in rows] == [(32, 8), (4, 2, 3, 3)]
+    row = rows[0]
+    assert set(row.rounds) == set(timing.METHODS)
+    assert all(len(t) == 3 for t in row.rounds.values())
+    assert row.best["compact"] <= row.seconds["compact"]
+    assert row.ratio("compact", "compact") == pytest.approx(1.0)
+    assert row.ratio("compact", "compact", stat="min") == pytest.approx(1.0)
+    with pytest.raises(KeyError, match="no timing for 'fast'"):
+        row.ratio("fast", "compact")
+    with pytest.raises(ValueError, match="stat must be"):
+        row.ratio("staged", "compact", stat="mean")
+    table = timing.format_table(rows)
+    assert "compact ms" in table and "autograd/compact" in table and "(4, 2, 3, 3)" in table
+    with pytest.raises(ValueError, match="relative_to must be one of"):
+        timing.format_table(rows, relative_to="numpy")
+
+
+def test_timing_ratio_uses_paired_rounds():
+    row = timing.Timing((2, 2), {"a": (2.0, 20.0, 2.0), "b": (1.0, 10.0, 1.0)})
+    assert row.ratio("a", "b") == 2.0
+    assert row.seconds == {"a": 2.0, "b": 1.0}
+    assert row.best == {"a": 2.0, "b": 1.0}
+
+
+def test_benchmark_bad_input():
+    with pytest.raises(ValueError, match="methods must be"):
+        timing.benchmark_backward([(4, 2)], methods=("compact", "numpy"))
+    with pytest.raises(ValueError, match="shapes is empty"):
+        timing.benchmark_backward([])
+    with pytest.raises(ValueError, match="repeats must be"):
+        timing.benchmark_backward([(4, 2)], repeats=0)
+
+
+def test_keep_freed_memory():
+    # glibc's mallopt exists on Linux, so the call takes effect there and reports it
+    assert timing.keep_freed_memory() is sys.platform.startswith("linux")
+    with pytest.raises(ValueError, match="limit_bytes"):
+        timing.keep_freed_memory(0)
+
+
+def test_benchmark_script_prints_a_table():
+    script = ROOT / ".ci" / "benchmark_bn_backward.py"
+    done = subprocess.run([sys.executable, str(script), "--repeats", "2", "--number", "1",
+                           "16,4", "2,3,2,2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "compact ms" in done.stdout and "(2, 3, 2, 2)" in done.stdout
+    bad = subprocess.run([sys.executable, str(script), "16"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "shape must be 2 to 4 positive ints" in bad.stderr
