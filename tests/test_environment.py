@@ -80,23 +80,25 @@ def test_the_kernel_overrides_every_variable_it_pins():
     assert not set(reproducibility.PINNED_ENV) & set(native)
 
 
-def test_setup_says_when_the_pins_are_missing(monkeypatch, capsys):
-    for name in reproducibility.PINNED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    reproducibility.setup(0)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "numerics not pinned" in err and "ATEN_CPU_CAPABILITY" in err
+def _setup_in_a_fresh_python(env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in reproducibility.PINNED_ENV and k not in reproducibility.NEUTRAL_ENV}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", "import bnlessons; bnlessons.setup(0)"],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_setup_is_silent_when_the_pins_hold(monkeypatch, capsys):
-    if reproducibility.unpinned() and "torch capability" in " ".join(reproducibility.unpinned()):
-        pytest.skip("torch was loaded without the pins in this process")
-    for name, value in reproducibility.PINNED_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(reproducibility.torch.backends.cpu, "get_cpu_capability",
-                        lambda: "DEFAULT")
-    reproducibility.setup(0)
-    assert capsys.readouterr().err == ""
+def test_setup_says_in_one_line_when_the_pins_are_missing():
+    result = _setup_in_a_fresh_python({})
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "numerics not pinned" in lines[0], result.stderr
+    assert "ATEN_CPU_CAPABILITY" in lines[0] and "'bnlessons' kernel" in lines[0]
+
+
+def test_setup_is_silent_when_the_pins_hold():
+    result = _setup_in_a_fresh_python(reproducibility.kernel_env())
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 def test_a_stricter_glibc_mask_still_counts_as_pinned(monkeypatch):
