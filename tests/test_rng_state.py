@@ -19,6 +19,8 @@ from bnlessons import checks, data, lr_sweep, reference, running_stats
 from bnlessons.covariate_shift import ics, noise, shift
 from bnlessons.inference import precise_bn, small_batch
 from bnlessons.models import MLP
+from bnlessons.placement.dropout import variance_ratio
+from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
 
 
@@ -110,6 +112,9 @@ CALLS = {
                                                                           verbose=False),
     "check_skipinit_block": lambda: checks.check_skipinit_block(_SkipInitBlock, verbose=False),
     "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(_largest, verbose=False),
+    "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
+        variance_ratio, verbose=False),
+    "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),
     "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),
                                           _toy_data(), (0.1, 0.3), 5, seed=3, threshold=0.2,
                                           batch_size=32),

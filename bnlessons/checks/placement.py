@@ -1,0 +1,98 @@
+"""Checks for chapter 4, placement: the dropout variance ratio and a causal-safe
+normalisation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from bnlessons.checks.common import Verdict, report
+from bnlessons.placement.dropout import variance_ratio
+
+RATIO_CASES: tuple[tuple[float, float, float], ...] = (
+    (0.0, 1.0, 0.5), (0.3989, 0.3408, 0.5), (2.0, 0.5, 0.8), (-1.0, 4.0, 0.9), (0.5, 0.25, 1.0))
+
+
+def _todo(err: BaseException) -> bool:
+    return isinstance(err, NotImplementedError)
+
+
+def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9,
+                                 verbose: bool = True) -> Verdict:
+    """Check ``fn(c, v, p)``: Var_train / Var_test of inverted dropout (keep probability
+    ``p``) on an input of mean ``c`` and variance ``v``, against the closed form on
+    cases with and without a mean, and with nothing dropped (p = 1)."""
+    name = "check_dropout_variance_ratio"
+    for c, v, p in RATIO_CASES:
+        try:
+            got = fn(c, v, p)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+            return report(Verdict(name, False, f"your function {kind} (c={c}, v={v}, p={p})"),
+                          verbose)
+        want = variance_ratio(c, v, p)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = float(got)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return report(Verdict(name, False, f"return a number, got {type(got).__name__}"),
+                          verbose)
+        if abs(got - want) > tol * max(1.0, abs(want)):
+            hint = ""
+            if abs(got - 1 / p) < 1e-9 * max(1.0, 1 / p) and c != 0:
+                hint = ": 1/p is right only for an input of mean 0; the mean adds c**2 (1/p - 1)"
+            return report(Verdict(name, False, f"for c={c}, v={v}, p={p} you gave {got:.6g}, "
+                                   f"the ratio is {want:.6g}{hint}"), verbose)
+    return report(Verdict(name, True, f"all {len(RATIO_CASES)} cases match "
+                           "((c^2 + v)/p - c^2)/v"), verbose)
+
+
+def check_causal_norm(make_norm: Callable, verbose: bool = True) -> Verdict:
+    """Check ``make_norm(channels)``: a normalisation for (N, C, T) sequences that a causal
+    model can use in training mode.
+
+    Inside ``sequences.causal_model`` it must leak nothing (no output may move
+    when later steps or other sequences change), and it must normalise: each
+    position's output must not change when that position's channels are all
+    multiplied by the same positive number.
+    """
+    import copy
+
+    from bnlessons.placement.sequences import causal_model, leakage
+
+    name = "check_causal_norm"
+    g = torch.Generator().manual_seed(31)
+    x = torch.randn(6, 4, 12, generator=g, dtype=torch.float64) * 2 + 0.5
+    try:
+        with torch.random.fork_rng(devices=[]):
+            layer = make_norm(16)
+        if not isinstance(layer, torch.nn.Module):
+            return report(Verdict(name, False, f"make_norm must return an nn.Module, got "
+                                   f"{type(layer).__name__}"), verbose)
+        layer = layer.double().train()
+        z = torch.randn(6, 16, 12, generator=g, dtype=torch.float64) * 3 + 1
+        scales = torch.rand(6, 1, 12, generator=g, dtype=torch.float64) * 4 + 0.25
+        with torch.no_grad():
+            out = layer(z)
+            rescaled = layer(z * scales)
+        model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
+        leak = leakage(model, x, step=6)
+    except Exception as err:  # noqa: BLE001
+        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        return report(Verdict(name, False, f"your normalisation {kind}"), verbose)
+    if out.shape != z.shape:
+        return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
+                               f"expected {tuple(z.shape)} (N, C, T)"), verbose)
+    if leak["future"] > 1e-12:
+        return report(Verdict(name, False, f"an output moved by {leak['future']:.2e} when only "
+                               "later steps changed: the statistics mix time steps"), verbose)
+    if leak["batch"] > 1e-12:
+        return report(Verdict(name, False, f"a sequence's output moved by {leak['batch']:.2e} "
+                               "when only other sequences changed: the statistics mix the "
+                               "batch"), verbose)
+    moved = float((rescaled - out).abs().max() / out.abs().max())
+    if moved > 1e-3:  # an epsilon inside the normalisation may move it a little
+        return report(Verdict(name, False, f"scaling one position's channels changed its "
+                               f"output by {moved:.2e} (relative): it is not normalised over "
+                               "the channels of each position"), verbose)
+    return report(Verdict(name, True, "no leakage across steps or sequences, and each "
+                           "position is normalised over its channels"), verbose)

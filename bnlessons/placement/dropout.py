@@ -1,0 +1,95 @@
+"""Dropout before BN: the variance shift of Li et al. (2019).
+
+Inverted dropout with keep probability ``p`` multiplies each value by
+``mask / p`` with ``mask ~ Bernoulli(p)`` in training and does nothing at test
+time. For an input of mean ``c`` and variance ``v`` it keeps the mean, but
+in training the second moment is ``(c**2 + v) / p``, so
+
+    Var_train / Var_test = ((c**2 + v) / p - c**2) / v.
+
+A BN layer after it estimates its running variance in training mode, and at
+test time sees inputs whose variance is smaller: a train/test inconsistency
+that no amount of training removes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from bnlessons._validate import as_float_tensor, check_int, check_number
+from bnlessons.models import MLP
+from bnlessons.probes import capture_in_eval
+
+PLACES = ("none", "every", "last")
+
+
+def _check_keep(p: object) -> float:
+    p = check_number(p, "p")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p is a keep probability in (0, 1], got {p}")
+    return p
+
+
+def variance_ratio(c: float, v: float, p: float) -> float:
+    """Var_train / Var_test of inverted dropout (keep probability ``p``) on an input of
+    mean ``c`` and variance ``v``: ``((c**2 + v) / p - c**2) / v``."""
+    c, v, p = check_number(c, "c"), check_number(v, "v"), _check_keep(p)
+    if not v > 0:
+        raise ValueError(f"v is a variance and must be > 0, got {v}")
+    return ((c * c + v) / p - c * c) / v
+
+
+def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """``x * mask / p`` with ``mask ~ Bernoulli(p)`` drawn from ``generator`` (training mode)."""
+    x, p = as_float_tensor(x, "x"), _check_keep(p)
+    mask = torch.rand(x.shape, generator=generator, dtype=x.dtype) < p
+    return x * mask / p
+
+
+def monte_carlo_variance_ratio(x: torch.Tensor, p: float, generator: torch.Generator) -> float:
+    """The same ratio measured: variance of ``inverted_dropout(x)`` over that of ``x``."""
+    x = as_float_tensor(x, "x")
+    if x.numel() < 2:
+        raise ValueError("x needs at least two values to have a variance")
+    return float(inverted_dropout(x, p, generator).var() / x.var())
+
+
+def dropout_mlp(place: str, in_features: int = 784, num_classes: int = 10, width: int = 256,
+                depth: int = 3, p_drop: float = 0.5, norm: Optional[str] = "bn",
+                seed: int = 0) -> MLP:
+    """A ``models.MLP`` with BN before each ReLU and dropout (rate ``p_drop``) in ``place``:
+
+    ``"every"``: after every hidden layer, so every BN but the first reads dropped
+    inputs (the arrangement Li et al. warn about); ``"last"``: only after the
+    last hidden layer, after the last BN; ``"none"``: no dropout. Weights come
+    from ``seed`` (torch's global random state is left alone).
+    """
+    if place not in PLACES:
+        raise ValueError(f"place must be one of {PLACES}, got {place!r}")
+    check_int(depth, "depth")
+    p_drop = check_number(p_drop, "p_drop")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(in_features, num_classes, width=width, depth=depth, norm=norm,
+                    dropout=p_drop if place == "every" else 0.0)
+    if place == "last":
+        model.blocks[-1].drop = nn.Dropout(p_drop)
+    return model
+
+
+def bn_variance_shift(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Per BN layer of ``model`` (in order): median over units of
+    running_var / the variance of the BN's input on ``x`` in eval mode.
+
+    1 means the running statistics describe what the layer sees at test time;
+    above 1, they were collected on inputs that varied more (dropout on).
+    """
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    if not layers:
+        raise ValueError("model has no BN layer")
+    seen = capture_in_eval(model, x, layers, capture="input")
+    return [float((layer.running_var / seen[name].var(dim=0, unbiased=False)).median())
+            for name, layer in layers.items()]

@@ -1,0 +1,80 @@
+"""bnlessons.placement: the dropout variance shift and leakage in sequence models."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bnlessons import checks
+from bnlessons.placement import dropout as dp
+from bnlessons.placement import sequences as sq
+
+
+def test_variance_ratio_closed_form_and_monte_carlo():
+    assert dp.variance_ratio(0.0, 1.0, 0.5) == pytest.approx(2.0)
+    assert dp.variance_ratio(5.0, 1.0, 1.0) == pytest.approx(1.0)  # nothing dropped
+    c, v = 1 / math.sqrt(2 * math.pi), 0.5 - 0.5 / math.pi
+    g = torch.Generator().manual_seed(0)
+    z = torch.relu(torch.randn(400_000, generator=g, dtype=torch.float64))
+    assert dp.monte_carlo_variance_ratio(z, 0.5, g) == pytest.approx(
+        dp.variance_ratio(c, v, 0.5), rel=0.02)
+    with pytest.raises(ValueError, match="keep probability"):
+        dp.variance_ratio(0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="variance"):
+        dp.variance_ratio(0.0, 0.0, 0.5)
+    with pytest.raises(TypeError, match="c must be a number"):
+        dp.variance_ratio("0", 1.0, 0.5)
+
+
+def test_dropout_mlp_places_and_the_shift_it_causes():
+    for place, drops in (("none", 0), ("every", 3), ("last", 1)):
+        model = dp.dropout_mlp(place, in_features=6, num_classes=3, width=8, depth=3)
+        assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == drops
+    with pytest.raises(ValueError, match="place"):
+        dp.dropout_mlp("middle")
+    # running statistics collected with dropout on, compared in eval mode: shifted
+    model = dp.dropout_mlp("every", in_features=6, num_classes=3, width=64, depth=2, seed=1)
+    x = torch.relu(torch.randn(512, 6, generator=torch.Generator().manual_seed(2))) + 0.5
+    model.train()
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm1d)):
+        bn.momentum = None
+    with torch.no_grad():
+        for _ in range(20):
+            model(x)
+    ratios = dp.bn_variance_shift(model, x)
+    assert ratios[0] == pytest.approx(1.0, abs=0.02)  # nothing dropped before the first BN
+    assert ratios[1] > 1.1
+    with pytest.raises(ValueError, match="no BN"):
+        dp.bn_variance_shift(nn.Linear(6, 3), x)
+
+
+def test_leakage_of_bn_and_layernorm():
+    x = torch.randn(4, 4, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bn = sq.causal_model(norm="bn")
+    assert min(sq.leakage(copy.deepcopy(bn).train(), x, 6).values()) > 1e-3
+    assert max(sq.leakage(copy.deepcopy(bn).eval(), x, 6).values()) == 0.0
+    assert max(sq.leakage(sq.causal_model(norm="ln").train(), x, 6).values()) == 0.0
+    with pytest.raises(ValueError, match="step"):
+        sq.leakage(bn, x, 12)
+    with pytest.raises(ValueError, match="N >= 2"):
+        sq.leakage(bn, x[:1], 6)
+
+
+def test_padding_zeroes_the_tail():
+    x = torch.ones(2, 3, 5, dtype=torch.float64)
+    out = sq.padded(x, [5, 2])
+    assert out[0].sum() == 15 and out[1, :, 2:].abs().sum() == 0
+    with pytest.raises(ValueError, match="one length per sequence"):
+        sq.padded(x, [5])
+
+
+def test_placement_checks():
+    assert checks.check_dropout_variance_ratio(dp.variance_ratio, verbose=False)
+    v = checks.check_dropout_variance_ratio(lambda c, vv, p: 1 / p, verbose=False)
+    assert not v and "1/p is right only" in v.message
+    assert checks.check_causal_norm(sq.ChannelLayerNorm, verbose=False)
+    v = checks.check_causal_norm(nn.BatchNorm1d, verbose=False)
+    assert not v and "later steps" in v.message
+    v = checks.check_causal_norm(lambda c: nn.Identity(), verbose=False)
+    assert not v and "not normalised" in v.message
