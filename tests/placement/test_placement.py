@@ -78,3 +78,24 @@ def test_placement_checks():
     assert not v and "later steps" in v.message
     v = checks.check_causal_norm(lambda c: nn.Identity(), verbose=False)
     assert not v and "not normalised" in v.message
+
+
+def test_positions_build_what_they_say():
+    from bnlessons.placement import positions as P
+
+    before = P.placed_mlp("before", "relu", in_features=6, num_classes=3, width=8, depth=2)
+    assert before.blocks[0].linear.bias is None and before.blocks[0].norm_position == "before"
+    after = P.placed_cnn("after", "relu", channels=(4, 8))
+    kinds = [type(m).__name__ for m in after][:3]
+    assert kinds == ["Conv2d", "ReLU", "BatchNorm2d"] and after[0].bias is not None
+    none = P.placed_cnn("none", "sigmoid", channels=(4, 8))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in none)
+    zs = P.nonlinearity_inputs(before, torch.randn(32, 6))
+    assert len(zs) == 2 and zs[0].shape == (32, 8)
+    z = torch.tensor([-5.0, -1.0, 0.0, 2.0, 4.5])
+    assert P.saturated_fraction(z) == pytest.approx(0.4)
+    assert P.inactive_fraction(z) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="position"):
+        P.placed_mlp("middle", "relu")
+    with pytest.raises(ValueError, match="no sigmoid"):
+        P.nonlinearity_inputs(nn.Linear(3, 3), torch.randn(2, 3))
