@@ -23,6 +23,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from bnlessons._validate import check_int
+
 SPLIT_SEED = 0  # the permutation that fixes every train/test split
 
 
@@ -49,6 +51,18 @@ class Dataset:
             f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
             f"test={tuple(self.x_test.shape)}, classes={self.num_classes})"
         )
+
+
+def fewer_training_examples(dataset: Dataset, n: int) -> Dataset:
+    """The first ``n`` training examples of ``dataset`` and all of its test set: a
+    training set small enough to overfit, for studying regularisation."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a data.Dataset, got {type(dataset).__name__}")
+    check_int(n, "n", 1)
+    if n > len(dataset.y_train):
+        raise ValueError(f"n={n} is more than the {len(dataset.y_train)} training examples")
+    return Dataset(f"{dataset.name}[:{n}]", dataset.x_train[:n], dataset.y_train[:n],
+                   dataset.x_test, dataset.y_test)
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, n_train: int) -> Dataset:

@@ -88,3 +88,14 @@ def test_batches_cover_an_epoch_and_validate_size():
     assert sorted(seen.tolist()) == list(range(10))
     with pytest.raises(ValueError, match="batch_size"):
         next(data.batches(x, y, 11, torch.Generator()))
+
+
+def test_fewer_training_examples():
+    full = data.digits()
+    small = data.fewer_training_examples(full, 100)
+    assert len(small.y_train) == 100 and torch.equal(small.x_test, full.x_test)
+    assert torch.equal(small.x_train, full.x_train[:100])
+    with pytest.raises(ValueError, match="more than"):
+        data.fewer_training_examples(full, 10**6)
+    with pytest.raises(TypeError, match="Dataset"):
+        data.fewer_training_examples("digits", 10)
