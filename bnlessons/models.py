@@ -136,7 +136,11 @@ class ResidualBlock(nn.Module):
     Post-activation branch: (linear -> norm -> activation) repeated, ending in
     linear -> norm. ``scale`` is the branch multiplier alpha: ``None`` for none,
     else a learnable scalar starting at that value (SkipInit uses 0).
-    ``zero_init_last_norm`` sets the last norm's gamma to zero.
+    ``zero_init_last_norm`` sets the last norm's gamma to zero, so that a
+    post-activation block starts as ``act(x)`` (Goyal et al. 2017). Only the
+    post-activation branch ends in a norm; in a pre-activation branch the last
+    norm feeds a ReLU and a linear layer, and a zero gamma there would cut the
+    branch off from every gradient, so ``style="pre"`` refuses it.
     """
 
     def __init__(self, width: int, norm: Optional[str] = None, activation: str = "relu",
@@ -167,6 +171,10 @@ class ResidualBlock(nn.Module):
             self.register_parameter("scale", None)
         else:
             self.scale = nn.Parameter(torch.tensor(float(scale)))
+        if zero_init_last_norm and style == "pre":
+            raise ValueError("zero_init_last_norm applies to style='post' only: a pre-activation "
+                             "branch ends in (norm, activation, linear), and a zero gamma before "
+                             "the activation leaves the branch with no gradient at all")
         if zero_init_last_norm:
             norms = [m for m in self.branch if hasattr(m, "weight") and not
                      isinstance(m, (nn.Linear, nn.Conv2d))]

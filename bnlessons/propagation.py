@@ -47,8 +47,9 @@ def residual_stack(design: str, width: int, depth: int, scale: Optional[float] =
     """``depth`` pre-activation residual blocks of one branch ``design``.
 
     ``scale`` is the branch multiplier alpha (``None``: no multiplier, the
-    same as 1). Weights are drawn from ``generator`` so a stack is
-    reproducible on its own; biases are absent (BN designs) or zero.
+    same as 1). Weights are drawn from ``generator`` only, so a stack is
+    reproducible on its own and the global random state is left alone;
+    biases are absent (BN designs) or zero.
     """
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
@@ -59,17 +60,29 @@ def residual_stack(design: str, width: int, depth: int, scale: Optional[float] =
     norm = "bn" if design.startswith("bn") else None
     activation = "relu" if "relu" in design else "linear"
     std = math.sqrt(2.0 / width) if activation == "relu" else math.sqrt(1.0 / width)
-    blocks = nn.ModuleList(
-        ResidualBlock(width, norm=norm, activation=activation, style="pre", scale=scale)
-        for _ in range(depth)
-    )
+    # Built on the meta device: no memory, and no default initialisation drawn
+    # from the global generator (it would be overwritten anyway, and at width
+    # 256 and depth 100 it costs more than the forward pass).
+    with torch.device("meta"):
+        blocks = nn.ModuleList(
+            ResidualBlock(width, norm=norm, activation=activation, style="pre", scale=scale)
+            for _ in range(depth)
+        )
+    blocks.to_empty(device="cpu")
     blocks.to(dtype)
     with torch.no_grad():
         for m in blocks.modules():
             if isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, std, generator=generator)
+                # Drawn in float32, which is as random for an initialisation and
+                # several times cheaper than float64 draws, then stored in dtype.
+                w = torch.randn(m.weight.shape, generator=generator, dtype=torch.float32)
+                m.weight.copy_(w.to(dtype) * std)
                 if m.bias is not None:
                     m.bias.zero_()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_parameters()  # gamma 1, beta 0, fresh running statistics
+            elif isinstance(m, ResidualBlock) and m.scale is not None:
+                m.scale.fill_(float(scale))
     return blocks
 
 

@@ -1,19 +1,27 @@
 """Deep residual MLPs with and without normalisation, built and trained by name.
 
 The variants compared in the residual chapter, all pre-activation residual
-MLPs (linear stem, ``depth`` blocks, linear head) with He initialisation:
+MLPs (linear stem, ``depth`` blocks, ReLU, linear head) with He
+initialisation. By default every variant has the same head, so the variants
+differ only inside their residual branches:
 
 * ``"none"``: ``x + f(x)``, no normalisation, no branch scalar;
 * ``"skipinit"``: ``x + alpha * f(x)`` with a learnable scalar alpha per
   block starting at ``alpha`` (0 by default; De & Smith 2020);
 * ``"bn"``: BN inside every branch (BN -> ReLU -> Linear);
-* ``"bn-zero-gamma"``: as ``"bn"``, with the last BN's gamma of each branch
-  starting at zero, so every block starts as the identity;
+* ``"bn-zero-gamma"``: as ``"bn"``, plus a BN after the branch's last Linear
+  whose gamma starts at zero (Goyal et al. 2017), so every block starts as
+  the identity while every branch weight still gets a gradient once gamma
+  has moved;
 * ``"fixup"``: ``fixup.FixupResidualMLP`` (Zhang et al. 2019).
 
-``train_variant`` builds one from a seed and trains it with SGD and momentum
-on a ``data.Dataset``; ``lr_sweep`` trains one at increasing learning rates;
-``is_stable`` is the criterion the lessons use for a run that trained.
+``final_norm=True`` puts a BN between the last block and the head (the usual
+pre-activation ResNet layout), for the ablation of that one difference.
+``train_variant`` builds a variant from a seed and trains it with SGD and
+momentum on a ``data.Dataset`` (``fit_variant`` also returns the trained
+network); ``lr_sweep`` trains one at increasing learning rates;
+``is_stable`` is the criterion the lessons use for a run that trained;
+``branch_weight_change`` measures how far training moved each block's branch.
 """
 from __future__ import annotations
 
@@ -32,48 +40,112 @@ from bnlessons.train import History, train
 VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
 
 
+def _check_dropout(dropout: object) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+    return float(dropout)
+
+
+def _build(variant: str, depth: int, in_features: int, num_classes: int, width: int,
+           branch_layers: int, alpha: float, final_norm: bool, dropout: float) -> nn.Module:
+    if variant == "fixup":
+        model: nn.Module = FixupResidualMLP(in_features, num_classes, width, depth,
+                                            max(branch_layers, 1))
+    else:
+        bn = variant.startswith("bn")
+        scale = float(alpha) if variant == "skipinit" else None
+        model = ResidualMLP(in_features, num_classes, width=width, depth=depth,
+                            norm="bn" if bn else None, branch_layers=branch_layers,
+                            scale=scale, init="he")
+        # ResidualMLP puts a BN before the head of a BN network only; here the
+        # head is the same for every variant unless final_norm asks for that BN.
+        model.final_norm = nn.BatchNorm1d(width) if final_norm else nn.Identity()
+        if variant == "bn-zero-gamma":
+            for block in model.blocks:
+                last = nn.BatchNorm1d(width)
+                nn.init.zeros_(last.weight)
+                block.branch.append(last)
+    if dropout > 0:
+        model.final_act = nn.Sequential(model.final_act, nn.Dropout(dropout))
+    return model
+
+
 def make_model(variant: str, depth: int, in_features: int = 784, num_classes: int = 10,
                width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
-               seed: int = 0) -> nn.Module:
+               seed: int = 0, final_norm: bool = False, dropout: float = 0.0) -> nn.Module:
     """A residual MLP of the named ``variant``, initialised from ``seed``.
 
     ``alpha`` is SkipInit's starting value (used by ``"skipinit"`` only; pass
-    ``1 / math.sqrt(depth)`` for the paper's alternative). The global torch
-    generator is reseeded with ``seed`` so the same call gives the same weights.
+    ``1 / math.sqrt(depth)`` for the paper's alternative). ``final_norm`` puts
+    a BN between the last block and the head (the usual pre-activation
+    layout for the BN variants; for ``"none"`` and ``"skipinit"`` an ablation
+    that gives them one normalisation layer). ``dropout`` > 0 drops features right before
+    the head, as in De & Smith's regularised SkipInit. ``depth=0`` gives the
+    shallow control: stem, ReLU and head, the same for every variant but
+    ``"fixup"`` (which needs a block). The same call gives the same weights;
+    the global random state is left as it was.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise TypeError(f"alpha must be a finite number, got {alpha!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    torch.manual_seed(seed)
-    if variant == "fixup":
-        return FixupResidualMLP(in_features, num_classes, width, depth, max(branch_layers, 1))
-    norm = "bn" if variant.startswith("bn") else None
-    scale = float(alpha) if variant == "skipinit" else None
-    return ResidualMLP(in_features, num_classes, width=width, depth=depth, norm=norm,
-                       branch_layers=branch_layers, scale=scale, init="he",
-                       zero_init_last_norm=(variant == "bn-zero-gamma"))
+    if not isinstance(final_norm, bool):
+        raise TypeError(f"final_norm must be True or False, got {final_norm!r}")
+    if final_norm and variant == "fixup":
+        raise ValueError("final_norm is not available for 'fixup', which has no "
+                         "normalisation by design")
+    dropout = _check_dropout(dropout)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(variant, depth, in_features, num_classes, width, branch_layers,
+                      float(alpha), final_norm, dropout)
+
+
+def fit_variant(variant: str, data: Dataset, depth: int, lr: float, seed: int = 0,
+                steps: int = 200, batch_size: int = 64, momentum: float = 0.9,
+                width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
+                final_norm: bool = False, dropout: float = 0.0,
+                eval_every: Optional[int] = None, progress: bool = False,
+                desc: Optional[str] = None) -> tuple[nn.Module, History]:
+    """``train_variant``, returning the trained network along with its history.
+
+    ``make_model`` with the same arguments and ``seed`` rebuilds the network
+    as it was before training, so the two can be compared parameter by
+    parameter (``branch_weight_change``).
+    """
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a data.Dataset, got {type(data).__name__}")
+    model = make_model(variant, depth, data.num_features, data.num_classes, width,
+                       branch_layers, alpha, seed, final_norm, dropout)
+    history = train(model, data, steps, lr, batch_size=batch_size, momentum=momentum,
+                    seed=seed, eval_every=eval_every or max(steps, 1), progress=progress,
+                    desc=desc or f"{variant} lr={lr:g}")
+    return model, history
 
 
 def train_variant(variant: str, data: Dataset, depth: int, lr: float, seed: int = 0,
                   steps: int = 200, batch_size: int = 64, momentum: float = 0.9,
                   width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
+                  final_norm: bool = False, dropout: float = 0.0,
                   eval_every: Optional[int] = None, progress: bool = False,
                   desc: Optional[str] = None) -> History:
     """Build ``variant`` from ``seed`` and train it with SGD (momentum) on ``data``.
 
     The same ``seed`` fixes the initial weights and the order of minibatches.
     Test accuracy is evaluated at step 0, every ``eval_every`` steps (default:
-    only at the end) and at the end. Training stops at the first non-finite
-    loss (``history.diverged_at``).
+    only at the end) and at the end; ``history.train_loss`` holds the loss of
+    every step. Training stops at the first non-finite loss
+    (``history.diverged_at``).
     """
-    model = make_model(variant, depth, data.num_features, data.num_classes, width,
-                       branch_layers, alpha, seed)
-    return train(model, data, steps, lr, batch_size=batch_size, momentum=momentum, seed=seed,
-                 eval_every=eval_every or max(steps, 1), progress=progress,
-                 desc=desc or f"{variant} lr={lr:g}")
+    return fit_variant(variant, data, depth, lr, seed, steps, batch_size, momentum, width,
+                       branch_layers, alpha, final_norm, dropout, eval_every, progress,
+                       desc)[1]
 
 
 def lr_sweep(variant: str, data: Dataset, depth: int, lrs: Sequence[float], seed: int = 0,
@@ -109,3 +181,38 @@ def is_stable(history: History, min_accuracy: float = 0.5) -> bool:
     if not 0.0 <= min_accuracy <= 1.0:
         raise ValueError(f"min_accuracy must lie in [0, 1], got {min_accuracy}")
     return (not history.diverged) and history.final_acc >= min_accuracy
+
+
+def _branch_weights(block: nn.Module) -> torch.Tensor:
+    mods = block.linears if hasattr(block, "linears") else block.branch.modules()
+    weights = [m.weight.detach().flatten() for m in mods if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not weights:
+        raise ValueError(f"{type(block).__name__} has no Linear or Conv2d weights in its branch")
+    return torch.cat(weights)
+
+
+def branch_weight_change(initial: nn.Module, trained: nn.Module) -> torch.Tensor:
+    """Per block, ``||W_trained - W_initial|| / ||W_initial||`` over the branch's weights.
+
+    ``W`` stacks the weight matrices of every Linear/Conv layer in a block's
+    branch (not its scalars, biases or BN parameters): a branch whose weights
+    never received a gradient scores exactly 0. Both networks need ``.blocks``
+    of the same design, as ``make_model`` builds them.
+    """
+    for name, model in (("initial", initial), ("trained", trained)):
+        if not isinstance(model, nn.Module) or not hasattr(model, "blocks"):
+            raise TypeError(f"{name} must be a network with .blocks, got {type(model).__name__}")
+    if len(initial.blocks) != len(trained.blocks):
+        raise ValueError(f"the networks have {len(initial.blocks)} and {len(trained.blocks)} "
+                         "blocks; compare a network with its own initial state")
+    changes = []
+    for i, (a, b) in enumerate(zip(initial.blocks, trained.blocks)):
+        w0, w1 = _branch_weights(a), _branch_weights(b)
+        if w0.shape != w1.shape:
+            raise ValueError(f"block {i}: the branches have different shapes")
+        norm0 = float(w0.double().norm())
+        if norm0 == 0.0:
+            raise ValueError(f"block {i}: the initial branch weights are all zero, so a "
+                             "relative change is undefined")
+        changes.append(float((w1.double() - w0.double()).norm()) / norm0)
+    return torch.tensor(changes, dtype=torch.float64)

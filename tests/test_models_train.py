@@ -59,7 +59,19 @@ def test_residual_blocks_scale_and_styles():
     with pytest.raises(ValueError, match="images"):
         cnn(torch.randn(2, 144))
     with pytest.raises(ValueError, match="affine norm"):
-        models.ResidualBlock(8, norm=None, zero_init_last_norm=True)
+        models.ResidualBlock(8, norm=None, style="post", zero_init_last_norm=True)
+    with pytest.raises(ValueError, match="style='post' only"):
+        models.ResidualBlock(8, norm="bn", zero_init_last_norm=True)
+
+
+def test_post_block_with_zero_gamma_still_learns():
+    torch.manual_seed(0)
+    post = models.ResidualBlock(8, norm="bn", style="post", branch_layers=2,
+                                zero_init_last_norm=True)
+    x = torch.randn(16, 8)
+    post(x).square().sum().backward()
+    last_norm = post.branch[-1]
+    assert last_norm.weight.grad.abs().max() > 0  # gamma leaves zero at the first step
 
 
 def test_unnormalised_residual_stack_doubles_variance():

@@ -91,7 +91,7 @@ def test_fit_line():
 @pytest.mark.parametrize("call, error, words", [
     (lambda: propagation.residual_stack("conv", 4, 2), ValueError, "design"),
     (lambda: propagation.residual_stack("linear", 0, 2), ValueError, "width"),
-    (lambda: propagation.residual_stack("linear", 4, 2.5), ValueError, "depth"),
+    (lambda: propagation.residual_stack("linear", 4, 2.5), TypeError, "depth"),
     (lambda: propagation.residual_stack("linear", 4, 2, scale="1"), TypeError, "scale"),
     (lambda: propagation.signal_propagation([nn.Linear(2, 2)], torch.zeros(3, 2)), TypeError,
      "ResidualBlock"),
@@ -190,6 +190,68 @@ def test_variants_start_as_identity_where_they_should():
     assert not torch.allclose(none.blocks[0](x), x)
 
 
+def test_every_variant_has_the_same_head_unless_asked():
+    for variant in ("none", "skipinit", "bn", "bn-zero-gamma"):
+        model = residual.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        assert isinstance(model.final_norm, nn.Identity)
+        assert isinstance(model.final_act, nn.ReLU)
+    for variant in ("skipinit", "bn"):
+        with_norm = residual.make_model(variant, depth=2, in_features=12, num_classes=3,
+                                        width=8, final_norm=True)
+        assert isinstance(with_norm.final_norm, nn.BatchNorm1d)
+    a = residual.make_model("bn", depth=2, in_features=12, num_classes=3, width=8)
+    b = residual.make_model("bn", depth=2, in_features=12, num_classes=3, width=8,
+                            final_norm=True)
+    assert torch.equal(a.blocks[1].branch[2].weight, b.blocks[1].branch[2].weight)
+
+
+def test_depth_zero_is_the_same_shallow_network_for_every_variant():
+    nets = [residual.make_model(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
+            for v in ("none", "skipinit", "bn", "bn-zero-gamma")]
+    x = torch.randn(5, 12)
+    for net in nets:
+        assert len(net.blocks) == 0
+        assert torch.equal(net(x), nets[0](x))
+
+
+def test_make_model_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    residual.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_zero_gamma_blocks_start_as_identity_and_every_branch_trains():
+    model = residual.make_model("bn-zero-gamma", depth=3, in_features=12, num_classes=3,
+                                width=8, branch_layers=2)
+    for block in model.blocks:
+        last = block.branch[-1]
+        assert isinstance(last, nn.BatchNorm1d) and torch.all(last.weight == 0)
+        assert isinstance(block.branch[-2], nn.Linear)  # the zero gamma follows the last Linear
+    data = tiny_data()
+    for variant in ("bn-zero-gamma", "skipinit", "fixup"):
+        trained, h = residual.fit_variant(variant, data, depth=3, lr=0.05, steps=5,
+                                          batch_size=16, width=8, branch_layers=2)
+        initial = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8,
+                                      branch_layers=2)
+        change = residual.branch_weight_change(initial, trained)
+        assert change.shape == (3,) and torch.all(change > 0), variant
+        assert torch.all(residual.branch_weight_change(initial, initial) == 0)
+        assert h.test_acc == residual.train_variant(variant, data, depth=3, lr=0.05, steps=5,
+                                                    batch_size=16, width=8,
+                                                    branch_layers=2).test_acc
+
+
+def test_dropout_before_the_head():
+    model = residual.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8,
+                                dropout=0.5)
+    assert any(isinstance(m, nn.Dropout) for m in model.final_act.modules())
+    x = torch.randn(6, 12)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
 def test_train_variant_and_stability():
     data = tiny_data()
     h = residual.train_variant("skipinit", data, depth=4, lr=0.05, steps=60, batch_size=16,
@@ -219,8 +281,20 @@ def test_lr_sweep_stops_at_the_first_failure():
     (lambda: residual.make_model("ln", 2), ValueError, "variant"),
     (lambda: residual.make_model("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
     (lambda: residual.make_model("skipinit", 2, seed=-1), ValueError, "seed"),
+    (lambda: residual.make_model("skipinit", 2, seed=1.0), TypeError, "seed"),
     (lambda: residual.is_stable("history"), TypeError, "History"),
     (lambda: residual.is_stable(History(), 1.5), ValueError, "min_accuracy"),
+    (lambda: residual.make_model("fixup", 2, final_norm=True), ValueError, "final_norm"),
+    (lambda: residual.make_model("bn", 2, final_norm=1), TypeError, "final_norm"),
+    (lambda: residual.make_model("skipinit", 2, dropout=1.0), ValueError, "dropout"),
+    (lambda: residual.make_model("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
+    (lambda: residual.train_variant("bn", "data", 2, 0.1), TypeError, "Dataset"),
+    (lambda: residual.branch_weight_change(nn.Linear(2, 2), nn.Linear(2, 2)), TypeError,
+     "blocks"),
+    (lambda: residual.branch_weight_change(residual.make_model("bn", 2),
+                                           residual.make_model("bn", 3)), ValueError, "blocks"),
+    (lambda: residual.branch_weight_change(residual.make_model("fixup", 2),
+                                           residual.make_model("fixup", 2)), ValueError, "zero"),
 ])
 def test_residual_bad_input(call, error, words):
     with pytest.raises(error, match=words):
@@ -303,3 +377,17 @@ def test_check_largest_stable_lr():
     unsorted = lambda t, lrs, m: next((lrs[i - 1] for i, lr in enumerate(lrs)  # noqa: E731
                                        if t(lr).diverged), lrs[-1])
     assert not checks.check_largest_stable_lr(unsorted, verbose=False).passed
+
+
+def test_stack_leaves_the_global_random_state_alone_and_is_fully_initialised():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    blocks = propagation.residual_stack("bn-relu-linear", 8, 3, scale=0.5, generator=gen(1))
+    assert torch.equal(torch.rand(3), expected)
+    for b in blocks:
+        assert float(b.scale.detach()) == 0.5
+        bn = b.branch[0]
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+        assert torch.all(bn.running_mean == 0) and torch.all(bn.running_var == 1)
+        assert torch.isfinite(b.branch[2].weight).all()
