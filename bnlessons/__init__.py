@@ -6,8 +6,8 @@ modules sit here: ``reference`` (batch normalization written out by hand),
 ``running_stats``, ``data`` (offline datasets), ``models``, ``train``,
 ``lr_sweep``, ``probes``, ``plots``, ``progress``. Each chapter's own tools
 live in a subpackage named after its concept: ``covariate_shift``,
-``bn_math``, ``inference`` and (for now as modules) ``residual``, ``fixup`` and
-``propagation``. ``checks`` gives verdicts on a learner's own implementation.
+``bn_math``, ``inference``, ``placement`` and ``residual``. ``checks`` gives
+verdicts on a learner's own implementation.
 ``bnlessons/README.md`` lists what lives where.
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``lr_sweep`` trains one fresh model per learning rate (same seed, same
 minibatches) for a fixed number of steps and keeps the final test accuracy.
-A learning rate *trains* if that accuracy reaches ``threshold``;
+A learning rate *trains* if ``train.History.trained(threshold)``: the loss
+stayed finite and the final test accuracy reached ``threshold``;
 ``Sweep.largest_trainable`` is the largest such rate on the grid. Rates
 above the limit are usually hopeless, so the sweep can stop after
 ``stop_after`` consecutive failures: the rates it skips count as failures.
@@ -30,10 +31,11 @@ class Sweep:
     diverged: tuple[bool, ...]
     skipped: tuple[bool, ...]
     threshold: float
+    trained: tuple[bool, ...]  # ``History.trained(threshold)``; False where skipped
 
     def trains(self) -> list[bool]:
-        """Whether each learning rate reached ``threshold`` test accuracy."""
-        return [not math.isnan(a) and a >= self.threshold for a in self.final_acc]
+        """Whether each learning rate trained (``train.History.trained``)."""
+        return list(self.trained)
 
     def largest_trainable(self) -> Optional[float]:
         """The largest learning rate that trains, or None if none does."""
@@ -78,13 +80,14 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
                                    or stop_after < 1):
         raise ValueError(f"stop_after must be None or an int >= 1, got {stop_after!r}")
-    accs, diverged, skipped = [], [], []
+    accs, diverged, skipped, trained = [], [], [], []
     failures = 0
     for lr in lrs:
         if stop_after is not None and failures >= stop_after:
             accs.append(float("nan"))
             diverged.append(False)
             skipped.append(True)
+            trained.append(False)
             continue
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
             torch.manual_seed(seed)
@@ -95,5 +98,7 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
         accs.append(acc)
         diverged.append(history.diverged)
         skipped.append(False)
-        failures = 0 if (not math.isnan(acc) and acc >= threshold) else failures + 1
-    return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold))
+        trained.append(history.trained(threshold))
+        failures = 0 if trained[-1] else failures + 1
+    return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold),
+                 tuple(trained))

@@ -43,6 +43,14 @@ class History:
     def final_acc(self) -> float:
         return self.test_acc[-1] if self.test_acc else float("nan")
 
+    def trained(self, min_accuracy: float) -> bool:
+        """Did this run train? Its loss stayed finite and its final test accuracy
+        reached ``min_accuracy``. The one rule the lessons and ``lr_sweep`` use."""
+        if isinstance(min_accuracy, bool) or not isinstance(min_accuracy, (int, float)) \
+                or not 0.0 <= min_accuracy <= 1.0:
+            raise ValueError(f"min_accuracy is a test accuracy in [0, 1], got {min_accuracy!r}")
+        return not self.diverged and self.final_acc >= min_accuracy
+
     def first_step_reaching(self, accuracy: float) -> Optional[int]:
         """The first evaluated step with test accuracy >= ``accuracy``, or None."""
         for step, acc in zip(self.steps, self.test_acc):

@@ -8,6 +8,7 @@ from bnlessons import lr_sweep
 from bnlessons.bn_math import scale_invariance as si
 from bnlessons.data import Dataset
 from bnlessons.models import MLP
+from bnlessons.train import History
 
 
 @pytest.fixture
@@ -117,11 +118,21 @@ def test_geometric_grid():
 def test_sweep_largest_trainable():
     sw = lr_sweep.Sweep(lrs=(0.1, 0.2, 0.4, 0.8), final_acc=(0.9, 0.6, math.nan, 0.2),
                         diverged=(False, False, True, False), skipped=(False,) * 4,
-                        threshold=0.5)
+                        threshold=0.5, trained=(True, True, False, False))
     assert sw.trains() == [True, True, False, False]
     assert sw.largest_trainable() == 0.2
-    none = lr_sweep.Sweep((0.1,), (0.1,), (False,), (False,), 0.5)
+    none = lr_sweep.Sweep((0.1,), (0.1,), (False,), (False,), 0.5, (False,))
     assert none.largest_trainable() is None
+
+
+def test_history_trained_is_finite_loss_and_accuracy():
+    ok = History(steps=[0, 10], test_acc=[0.1, 0.8])
+    assert ok.trained(0.8) and not ok.trained(0.81)
+    blew_up = History(steps=[0, 10], test_acc=[0.1, 0.9], diverged_at=7)
+    assert not blew_up.trained(0.5)  # a high accuracy before the blow-up does not count
+    assert not History().trained(0.0)  # never evaluated: NaN accuracy
+    with pytest.raises(ValueError, match="min_accuracy"):
+        ok.trained(80)
 
 
 def tiny_data(n=200, features=6, seed=0):

@@ -19,22 +19,21 @@ differ only inside their residual branches:
 pre-activation ResNet layout), for the ablation of that one difference.
 ``train_variant`` builds a variant from a seed and trains it with SGD and
 momentum on a ``data.Dataset`` (``fit_variant`` also returns the trained
-network); ``lr_sweep`` trains one at increasing learning rates;
-``is_stable`` is the criterion the lessons use for a run that trained;
+network; ``train.History.trained`` says whether a run trained, and
+``lr_sweep.lr_sweep`` scans learning rates with ``make_model`` as the builder);
 ``branch_weight_change`` measures how far training moved each block's branch.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
 from bnlessons.data import Dataset
-from bnlessons.fixup import FixupResidualMLP
 from bnlessons.models import ResidualMLP
-from bnlessons.progress import progress_bar
+from bnlessons.residual.fixup import FixupResidualMLP
 from bnlessons.train import History, train
 
 VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
@@ -146,41 +145,6 @@ def train_variant(variant: str, data: Dataset, depth: int, lr: float, seed: int 
     return fit_variant(variant, data, depth, lr, seed, steps, batch_size, momentum, width,
                        branch_layers, alpha, final_norm, dropout, eval_every, progress,
                        desc)[1]
-
-
-def lr_sweep(variant: str, data: Dataset, depth: int, lrs: Sequence[float], seed: int = 0,
-             steps: int = 200, batch_size: int = 64, min_accuracy: float = 0.5,
-             stop_at_failure: bool = True, progress: bool = False,
-             **kwargs) -> dict[float, History]:
-    """Train ``variant`` at each learning rate in ``lrs`` (in increasing order).
-
-    Returns ``{lr: history}``. With ``stop_at_failure`` the sweep stops at the
-    first rate that does not train (``is_stable`` with ``min_accuracy``): larger
-    rates are then assumed to fail too, which saves most of the cost of a
-    sweep. Other keyword arguments go to ``train_variant``.
-    """
-    if not lrs:
-        raise ValueError("lrs is empty: give at least one learning rate")
-    results: dict[float, History] = {}
-    ordered = sorted(float(lr) for lr in lrs)
-    with progress_bar(len(ordered), f"{variant} batch {batch_size}", enabled=progress) as bar:
-        for lr in ordered:
-            results[lr] = train_variant(variant, data, depth, lr, seed=seed, steps=steps,
-                                        batch_size=batch_size, **kwargs)
-            bar.update(1)
-            if stop_at_failure and not is_stable(results[lr], min_accuracy):
-                bar.update(len(ordered) - len(results))
-                break
-    return results
-
-
-def is_stable(history: History, min_accuracy: float = 0.5) -> bool:
-    """A run trained if its loss stayed finite and it ended at ``min_accuracy`` or better."""
-    if not isinstance(history, History):
-        raise TypeError(f"history must be a train.History, got {type(history).__name__}")
-    if not 0.0 <= min_accuracy <= 1.0:
-        raise ValueError(f"min_accuracy must lie in [0, 1], got {min_accuracy}")
-    return (not history.diverged) and history.final_acc >= min_accuracy
 
 
 def _branch_weights(block: nn.Module) -> torch.Tensor:

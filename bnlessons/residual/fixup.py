@@ -4,8 +4,9 @@ Fixup replaces what BN does at initialisation with three rules:
 
 1. the last layer of every residual branch, and the classifier, start at zero,
    so every block is the identity and the network outputs zeros;
-2. the other layers of a branch with ``m`` layers, in a network of ``L``
-   branches, are He-initialised and then multiplied by ``L ** (-1 / (2m - 2))``,
+2. the other layers of a branch with ``k`` layers, in a network of ``D``
+   branches, are He-initialised and then multiplied by ``D ** (-1 / (2k - 2))``
+   (the paper writes ``L`` and ``m``; the course keeps ``m`` for the batch),
    which keeps the total change a step of SGD makes to the output independent
    of depth;
 3. each branch gets a scalar multiplier (starting at 1) and scalar biases
@@ -25,7 +26,8 @@ from bnlessons.models import make_activation
 
 
 def fixup_rescale(num_branches: int, branch_layers: int) -> float:
-    """Fixup's factor ``L ** (-1 / (2m - 2))`` for the non-final branch layers.
+    """Fixup's factor ``D ** (-1 / (2k - 2))`` for the non-final branch layers
+    (``D = num_branches``, ``k = branch_layers``).
 
     With ``branch_layers == 1`` there is no non-final layer, and the factor is 1.
     """

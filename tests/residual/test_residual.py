@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from bnlessons import checks, fixup, propagation, residual
+from bnlessons import checks, lr_sweep
 from bnlessons.data import Dataset
 from bnlessons.models import ResidualBlock, ResidualMLP
-from bnlessons.train import History
+from bnlessons.residual import fixup, propagation, variants
 
 
 def gen(seed=0):
@@ -171,10 +171,10 @@ def tiny_data():
     return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
 
 
-@pytest.mark.parametrize("variant", residual.VARIANTS)
+@pytest.mark.parametrize("variant", variants.VARIANTS)
 def test_make_model_variants(variant):
-    model = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
-    again = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
+    model = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
+    again = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
     for p, q in zip(model.parameters(), again.parameters()):
         assert torch.equal(p, q)
     assert model(torch.randn(4, 12)).shape == (4, 3)
@@ -183,30 +183,30 @@ def test_make_model_variants(variant):
 def test_variants_start_as_identity_where_they_should():
     x = torch.randn(16, 8)
     for variant in ("skipinit", "bn-zero-gamma"):
-        model = residual.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        model = variants.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
         for block in model.blocks:
             assert torch.allclose(block(x), x, atol=1e-7)
-    none = residual.make_model("none", depth=2, in_features=12, num_classes=3, width=8)
+    none = variants.make_model("none", depth=2, in_features=12, num_classes=3, width=8)
     assert not torch.allclose(none.blocks[0](x), x)
 
 
 def test_every_variant_has_the_same_head_unless_asked():
     for variant in ("none", "skipinit", "bn", "bn-zero-gamma"):
-        model = residual.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        model = variants.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
         assert isinstance(model.final_norm, nn.Identity)
         assert isinstance(model.final_act, nn.ReLU)
     for variant in ("skipinit", "bn"):
-        with_norm = residual.make_model(variant, depth=2, in_features=12, num_classes=3,
+        with_norm = variants.make_model(variant, depth=2, in_features=12, num_classes=3,
                                         width=8, final_norm=True)
         assert isinstance(with_norm.final_norm, nn.BatchNorm1d)
-    a = residual.make_model("bn", depth=2, in_features=12, num_classes=3, width=8)
-    b = residual.make_model("bn", depth=2, in_features=12, num_classes=3, width=8,
+    a = variants.make_model("bn", depth=2, in_features=12, num_classes=3, width=8)
+    b = variants.make_model("bn", depth=2, in_features=12, num_classes=3, width=8,
                             final_norm=True)
     assert torch.equal(a.blocks[1].branch[2].weight, b.blocks[1].branch[2].weight)
 
 
 def test_depth_zero_is_the_same_shallow_network_for_every_variant():
-    nets = [residual.make_model(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
+    nets = [variants.make_model(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
             for v in ("none", "skipinit", "bn", "bn-zero-gamma")]
     x = torch.randn(5, 12)
     for net in nets:
@@ -218,12 +218,12 @@ def test_make_model_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    residual.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8, seed=5)
+    variants.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8, seed=5)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_zero_gamma_blocks_start_as_identity_and_every_branch_trains():
-    model = residual.make_model("bn-zero-gamma", depth=3, in_features=12, num_classes=3,
+    model = variants.make_model("bn-zero-gamma", depth=3, in_features=12, num_classes=3,
                                 width=8, branch_layers=2)
     for block in model.blocks:
         last = block.branch[-1]
@@ -231,20 +231,20 @@ def test_zero_gamma_blocks_start_as_identity_and_every_branch_trains():
         assert isinstance(block.branch[-2], nn.Linear)  # the zero gamma follows the last Linear
     data = tiny_data()
     for variant in ("bn-zero-gamma", "skipinit", "fixup"):
-        trained, h = residual.fit_variant(variant, data, depth=3, lr=0.05, steps=5,
+        trained, h = variants.fit_variant(variant, data, depth=3, lr=0.05, steps=5,
                                           batch_size=16, width=8, branch_layers=2)
-        initial = residual.make_model(variant, depth=3, in_features=12, num_classes=3, width=8,
+        initial = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8,
                                       branch_layers=2)
-        change = residual.branch_weight_change(initial, trained)
+        change = variants.branch_weight_change(initial, trained)
         assert change.shape == (3,) and torch.all(change > 0), variant
-        assert torch.all(residual.branch_weight_change(initial, initial) == 0)
-        assert h.test_acc == residual.train_variant(variant, data, depth=3, lr=0.05, steps=5,
+        assert torch.all(variants.branch_weight_change(initial, initial) == 0)
+        assert h.test_acc == variants.train_variant(variant, data, depth=3, lr=0.05, steps=5,
                                                     batch_size=16, width=8,
                                                     branch_layers=2).test_acc
 
 
 def test_dropout_before_the_head():
-    model = residual.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8,
+    model = variants.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8,
                                 dropout=0.5)
     assert any(isinstance(m, nn.Dropout) for m in model.final_act.modules())
     x = torch.randn(6, 12)
@@ -252,49 +252,38 @@ def test_dropout_before_the_head():
     assert torch.equal(model(x), model(x))
 
 
-def test_train_variant_and_stability():
+def test_train_variant_trains():
     data = tiny_data()
-    h = residual.train_variant("skipinit", data, depth=4, lr=0.05, steps=60, batch_size=16,
+    h = variants.train_variant("skipinit", data, depth=4, lr=0.05, steps=60, batch_size=16,
                                width=16)
-    assert not h.diverged and residual.is_stable(h, 0.5)
-    assert h.final_acc > 0.6
-    bad = History(steps=[0], test_acc=[0.3], diverged_at=2)
-    assert not residual.is_stable(bad)
-    low = History(steps=[0, 10], test_acc=[0.3, 0.4])
-    assert not residual.is_stable(low, 0.5) and residual.is_stable(low, 0.4)
+    assert h.trained(0.6)
 
 
-def test_lr_sweep_stops_at_the_first_failure():
+def test_lr_sweep_takes_a_variant_builder():
     data = tiny_data()
-    sweep = residual.lr_sweep("skipinit", data, depth=2, lrs=[1e4, 0.05, 1e5], steps=30,
-                              batch_size=16, width=8)
-    assert list(sweep) == [0.05, 1e4]  # increasing order; 1e5 never tried
-    assert residual.is_stable(sweep[0.05], 0.4) and not residual.is_stable(sweep[1e4])
-    full = residual.lr_sweep("skipinit", data, depth=2, lrs=[0.05, 1e4, 1e5], steps=30,
-                             batch_size=16, width=8, stop_at_failure=False)
-    assert list(full) == [0.05, 1e4, 1e5]
-    assert full[0.05].test_acc == sweep[0.05].test_acc  # same seed, same run
+    sweep = lr_sweep.lr_sweep(lambda: variants.make_model("skipinit", 2, 12, 3, width=8),
+                              data, [0.05, 1e4, 1e5], steps=30, seed=0, threshold=0.4,
+                              batch_size=16, stop_after=1)
+    assert sweep.trains() == [True, False, False] and sweep.skipped == (False, False, True)
+    assert sweep.largest_trainable() == 0.05
 
 
 @pytest.mark.parametrize("call, error, words", [
-    (lambda: residual.lr_sweep("bn", tiny_data(), 2, []), ValueError, "lrs"),
-    (lambda: residual.make_model("ln", 2), ValueError, "variant"),
-    (lambda: residual.make_model("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
-    (lambda: residual.make_model("skipinit", 2, seed=-1), ValueError, "seed"),
-    (lambda: residual.make_model("skipinit", 2, seed=1.0), TypeError, "seed"),
-    (lambda: residual.is_stable("history"), TypeError, "History"),
-    (lambda: residual.is_stable(History(), 1.5), ValueError, "min_accuracy"),
-    (lambda: residual.make_model("fixup", 2, final_norm=True), ValueError, "final_norm"),
-    (lambda: residual.make_model("bn", 2, final_norm=1), TypeError, "final_norm"),
-    (lambda: residual.make_model("skipinit", 2, dropout=1.0), ValueError, "dropout"),
-    (lambda: residual.make_model("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
-    (lambda: residual.train_variant("bn", "data", 2, 0.1), TypeError, "Dataset"),
-    (lambda: residual.branch_weight_change(nn.Linear(2, 2), nn.Linear(2, 2)), TypeError,
+    (lambda: variants.make_model("ln", 2), ValueError, "variant"),
+    (lambda: variants.make_model("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
+    (lambda: variants.make_model("skipinit", 2, seed=-1), ValueError, "seed"),
+    (lambda: variants.make_model("skipinit", 2, seed=1.0), TypeError, "seed"),
+    (lambda: variants.make_model("fixup", 2, final_norm=True), ValueError, "final_norm"),
+    (lambda: variants.make_model("bn", 2, final_norm=1), TypeError, "final_norm"),
+    (lambda: variants.make_model("skipinit", 2, dropout=1.0), ValueError, "dropout"),
+    (lambda: variants.make_model("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
+    (lambda: variants.train_variant("bn", "data", 2, 0.1), TypeError, "Dataset"),
+    (lambda: variants.branch_weight_change(nn.Linear(2, 2), nn.Linear(2, 2)), TypeError,
      "blocks"),
-    (lambda: residual.branch_weight_change(residual.make_model("bn", 2),
-                                           residual.make_model("bn", 3)), ValueError, "blocks"),
-    (lambda: residual.branch_weight_change(residual.make_model("fixup", 2),
-                                           residual.make_model("fixup", 2)), ValueError, "zero"),
+    (lambda: variants.branch_weight_change(variants.make_model("bn", 2),
+                                           variants.make_model("bn", 3)), ValueError, "blocks"),
+    (lambda: variants.branch_weight_change(variants.make_model("fixup", 2),
+                                           variants.make_model("fixup", 2)), ValueError, "zero"),
 ])
 def test_residual_bad_input(call, error, words):
     with pytest.raises(error, match=words):
