@@ -18,7 +18,7 @@ import torch
 from bnlessons import checks, data, lr_sweep, reference, running_stats
 from bnlessons.covariate_shift import ics, noise, shift
 from bnlessons.inference import precise_bn, small_batch
-from bnlessons.models import MLP
+from bnlessons.models import MLP, ResidualBlock
 from bnlessons.placement.dropout import variance_ratio
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
@@ -115,6 +115,8 @@ CALLS = {
     "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
         variance_ratio, verbose=False),
     "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),
+    "check_preact_block": lambda: checks.check_preact_block(
+        lambda width: ResidualBlock(width, norm="bn", branch_layers=2), verbose=False),
     "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),
                                           _toy_data(), (0.1, 0.3), 5, seed=3, threshold=0.2,
                                           batch_size=32),

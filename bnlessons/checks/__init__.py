@@ -37,7 +37,11 @@ from bnlessons.checks.inference import (
     check_precise_bn,
     check_pytorch_update,
 )
-from bnlessons.checks.placement import check_causal_norm, check_dropout_variance_ratio
+from bnlessons.checks.placement import (
+    check_causal_norm,
+    check_dropout_variance_ratio,
+    check_preact_block,
+)
 from bnlessons.checks.residual import (
     check_largest_stable_lr,
     check_skipinit_block,
@@ -53,5 +57,5 @@ __all__ = [
     "check_cs231n_update", "check_evaluate", "check_fold_linear", "check_precise_bn",
     "check_pytorch_update",
     "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
-    "check_dropout_variance_ratio", "check_causal_norm",
+    "check_dropout_variance_ratio", "check_causal_norm", "check_preact_block",
 ]

@@ -96,3 +96,64 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True) -> Verdict:
                                "the channels of each position"), verbose)
     return report(Verdict(name, True, "no leakage across steps or sequences, and each "
                            "position is normalised over its channels"), verbose)
+
+
+def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
+    """Check ``block_class(width)``: a pre-activation residual block x + f(x), with
+    f = BN, ReLU, linear, BN, ReLU, linear.
+
+    With the last linear layer's weights (and bias) set to zero the block must
+    return its input exactly, negative values included (nothing on the skip
+    path); it must keep the shape; its first operation on the input must be a
+    BN layer (the pre-activation order); and every parameter must get a
+    gradient once the last layer is not zero.
+    """
+    name = "check_preact_block"
+    width = 6
+    g = torch.Generator().manual_seed(41)
+    x = torch.randn(32, width, generator=g) * 2 - 0.5
+    try:
+        with torch.random.fork_rng(devices=[]):
+            block = block_class(width)
+        if not isinstance(block, torch.nn.Module):
+            return report(Verdict(name, False, f"{getattr(block_class, '__name__', 'it')} must "
+                                   f"build an nn.Module, got {type(block).__name__}"), verbose)
+        block.train()
+        linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        if len(linears) < 2 or len(norms) < 2:
+            return report(Verdict(name, False, f"expected two linear and two BatchNorm1d "
+                                   f"layers, found {len(linears)} and {len(norms)}"), verbose)
+        order: list[str] = []
+        hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: order.append(kind))
+                 for kind, group in (("bn", norms), ("linear", linears)) for m in group]
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in linears[-1].parameters()]
+            for p in linears[-1].parameters():
+                p.zero_()
+            out = block(x)
+            for p, s in zip(linears[-1].parameters(), saved):
+                p.copy_(s)
+        for h in hooks:
+            h.remove()
+        block.zero_grad(set_to_none=True)
+        block(x).pow(2).sum().backward()
+    except Exception as err:  # noqa: BLE001
+        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        return report(Verdict(name, False, f"your block {kind}"), verbose)
+    if out.shape != x.shape:
+        return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
+                               f"expected {tuple(x.shape)}"), verbose)
+    if not torch.equal(out, x):
+        off = float((out - x).abs().max())
+        return report(Verdict(name, False, f"with the last layer at zero the block should return "
+                               f"its input exactly, but it is off by up to {off:.3g}: is there "
+                               "something (a ReLU?) on the skip path?"), verbose)
+    if order[:1] != ["bn"]:
+        return report(Verdict(name, False, "the branch starts with a linear layer: in a "
+                               "pre-activation block BN (then ReLU) comes first"), verbose)
+    silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    if silent:
+        return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
+    return report(Verdict(name, True, "identity skip path, BN first in the branch, shapes kept, "
+                           "every parameter learns"), verbose)

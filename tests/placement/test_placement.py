@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from bnlessons import checks
+from bnlessons.models import ResidualBlock, ResidualMLP
 from bnlessons.placement import dropout as dp
+from bnlessons.placement import residual_blocks as rb
 from bnlessons.placement import sequences as sq
 
 
@@ -78,6 +80,48 @@ def test_placement_checks():
     assert not v and "later steps" in v.message
     v = checks.check_causal_norm(lambda c: nn.Identity(), verbose=False)
     assert not v and "not normalised" in v.message
+
+
+class _LinearFirst(nn.Module):
+    """x + f(x) with f = linear, BN, ReLU, linear, BN, ReLU, linear: the wrong order."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(),
+                               nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(),
+                               nn.Linear(width, width))
+
+    def forward(self, x):
+        return x + self.f(x)
+
+
+def test_preact_block_check():
+    assert checks.check_preact_block(lambda w: ResidualBlock(w, norm="bn", branch_layers=2),
+                                     verbose=False)
+    post = checks.check_preact_block(
+        lambda w: ResidualBlock(w, norm="bn", style="post", branch_layers=2), verbose=False)
+    assert not post and "skip path" in post.message
+    v = checks.check_preact_block(_LinearFirst, verbose=False)
+    assert not v and "starts with a linear layer" in v.message
+    v = checks.check_preact_block(lambda w: nn.Linear(w, w), verbose=False)
+    assert not v and "two linear and two BatchNorm1d" in v.message
+
+
+def test_block_signals_pre_and_post():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    pre = ResidualMLP(10, 3, width=16, depth=5, norm="bn", style="pre", branch_layers=2)
+    post = ResidualMLP(10, 3, width=16, depth=5, norm="bn", style="post", branch_layers=2)
+    s_pre, s_post = rb.block_signals(pre, x, y), rb.block_signals(post, x, y)
+    assert all(len(s) == 5 for s in (*s_pre.values(), *s_post.values()))
+    assert s_pre["cut"] == [0.0] * 5  # nothing on the skip path
+    assert all(0.2 < c < 0.8 for c in s_post["cut"])  # the ReLU after the sum cuts
+    assert all(g > 0 for g in s_pre["grad"] + s_post["grad"])
+    assert all(p.grad is None for p in pre.parameters())  # gradients cleared afterwards
+    # The stream of a pre-activation stack grows; a post-activation one is reset by BN + ReLU.
+    assert s_pre["variance"][-1] > s_pre["variance"][0]
+    with pytest.raises(TypeError, match="ResidualMLP"):
+        rb.block_signals(nn.Linear(10, 3), x, y)
 
 
 def test_positions_build_what_they_say():
