@@ -77,6 +77,18 @@ def _fold(linear, bn):
     return folded.weight, folded.bias
 
 
+def _drop_bias(linear, bn):
+    import copy
+
+    new_linear = torch.nn.Linear(linear.in_features, linear.out_features, bias=False,
+                                 dtype=linear.weight.dtype)  # draws from the global generator
+    new_bn = copy.deepcopy(bn)
+    with torch.no_grad():
+        new_linear.weight.copy_(linear.weight)
+        new_bn.running_mean -= linear.bias
+    return new_linear, new_bn
+
+
 def _toy_data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)
@@ -115,6 +127,7 @@ CALLS = {
     "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
         variance_ratio, verbose=False),
     "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),
+    "check_drop_bias": lambda: checks.check_drop_bias(_drop_bias, verbose=False),
     "check_preact_block": lambda: checks.check_preact_block(
         lambda width: ResidualBlock(width, norm="bn", branch_layers=2), verbose=False),
     "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),

@@ -39,6 +39,7 @@ from bnlessons.checks.inference import (
 )
 from bnlessons.checks.placement import (
     check_causal_norm,
+    check_drop_bias,
     check_dropout_variance_ratio,
     check_preact_block,
 )
@@ -58,4 +59,5 @@ __all__ = [
     "check_pytorch_update",
     "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
     "check_dropout_variance_ratio", "check_causal_norm", "check_preact_block",
+    "check_drop_bias",
 ]

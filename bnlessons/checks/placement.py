@@ -1,5 +1,5 @@
-"""Checks for chapter 4, placement: the dropout variance ratio and a causal-safe
-normalisation."""
+"""Checks for chapter 4, placement: the dropout variance ratio, a bias removed from
+before BN, a pre-activation block and a causal-safe normalisation."""
 from __future__ import annotations
 
 from typing import Callable
@@ -157,3 +157,76 @@ def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
         return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
     return report(Verdict(name, True, "identity skip path, BN first in the branch, shapes kept, "
                            "every parameter learns"), verbose)
+
+
+def check_drop_bias(fn: Callable, verbose: bool = True) -> Verdict:
+    """Check ``fn(linear, bn) -> (new_linear, new_bn)``: the same function without the bias.
+
+    ``linear`` (an ``nn.Linear`` with a bias) feeds ``bn`` (an ``nn.BatchNorm1d``
+    with running statistics). The pair returned must have no linear bias and
+    compute the same outputs as the original pair in training mode (where the
+    batch mean cancels the bias) and in eval mode (where only the running mean
+    can), must not change the modules it was given, and after a training step
+    its running mean must still be the original's minus the bias.
+    """
+    import copy
+
+    from bnlessons.checks.common import compare
+
+    name = "check_drop_bias"
+    g = torch.Generator().manual_seed(43)
+    with torch.random.fork_rng(devices=[]):  # every value is overwritten from g below
+        linear = torch.nn.Linear(7, 5, dtype=torch.float64)
+        bn = torch.nn.BatchNorm1d(5, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(5, 7, generator=g, dtype=torch.float64))
+        linear.bias.copy_(3.0 * torch.randn(5, generator=g, dtype=torch.float64))
+        bn.weight.copy_(torch.rand(5, generator=g, dtype=torch.float64) + 0.5)
+        bn.bias.copy_(torch.randn(5, generator=g, dtype=torch.float64))
+        bn.running_mean.copy_(torch.randn(5, generator=g, dtype=torch.float64))
+        bn.running_var.copy_(torch.rand(5, generator=g, dtype=torch.float64) + 0.5)
+    x = torch.randn(16, 7, generator=g, dtype=torch.float64)
+    original = [t.detach().clone() for t in (*linear.state_dict().values(),
+                                             *bn.state_dict().values())]
+    reference_linear, reference_bn = copy.deepcopy(linear), copy.deepcopy(bn)
+    try:
+        with torch.random.fork_rng(devices=[]):  # a new layer draws from the global generator
+            result = fn(linear, bn)
+        new_linear, new_bn = result
+    except Exception as err:  # noqa: BLE001
+        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        return report(Verdict(name, False, f"your function {kind}"), verbose)
+    after = [t.detach() for t in (*linear.state_dict().values(), *bn.state_dict().values())]
+    if any(not torch.equal(a, b) for a, b in zip(original, after)):
+        return report(Verdict(name, False, "the modules passed in were changed: build new ones "
+                               "(copy.deepcopy) and change those"), verbose)
+    if not isinstance(new_linear, torch.nn.Linear) or not isinstance(new_bn,
+                                                                     torch.nn.BatchNorm1d):
+        return report(Verdict(name, False, "return (nn.Linear, nn.BatchNorm1d), got ("
+                               f"{type(new_linear).__name__}, {type(new_bn).__name__})"), verbose)
+    if new_linear.bias is not None:
+        return report(Verdict(name, False, "the new linear layer still has a bias: build it "
+                               "with bias=False"), verbose)
+    with torch.no_grad():
+        for mode in ("eval", "train"):
+            for module in (reference_linear, reference_bn, new_linear, new_bn):
+                module.train(mode == "train")
+            want = reference_bn(reference_linear(x))
+            got = new_bn(new_linear(x))
+            problem = compare(f"the output in {mode} mode", got, want, 1e-10, "")
+            if problem:
+                hint = (" (in eval mode BN subtracts running_mean, not the batch mean: the bias "
+                        "has to go into running_mean)") if mode == "eval" else ""
+                return report(Verdict(name, False, problem + hint), verbose)
+        # After a training step both running means have moved towards their batch
+        # means, which differ by the bias: the new one must stay the old one minus b.
+        for what, got, want in (
+                ("running_mean + bias after a training step",
+                 new_bn.running_mean + linear.bias.detach(), reference_bn.running_mean),
+                ("running_var after a training step", new_bn.running_var,
+                 reference_bn.running_var)):
+            problem = compare(what, got, want, 1e-10, "")
+            if problem:
+                return report(Verdict(name, False, problem), verbose)
+    return report(Verdict(name, True, "no bias, the same outputs in training and eval mode, "
+                           "the originals untouched"), verbose)

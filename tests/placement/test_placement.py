@@ -82,6 +82,32 @@ def test_placement_checks():
     assert not v and "not normalised" in v.message
 
 
+def _drop_bias(linear, bn, shift_running_mean=True, in_place=False):
+    new_linear = nn.Linear(linear.in_features, linear.out_features, bias=False,
+                           dtype=linear.weight.dtype)
+    new_bn = bn if in_place else copy.deepcopy(bn)
+    with torch.no_grad():
+        new_linear.weight.copy_(linear.weight)
+        if shift_running_mean:
+            new_bn.running_mean -= linear.bias
+    return new_linear, new_bn
+
+
+def test_drop_bias_check():
+    assert checks.check_drop_bias(_drop_bias, verbose=False)
+    v = checks.check_drop_bias(lambda lin, bn: _drop_bias(lin, bn, shift_running_mean=False),
+                               verbose=False)
+    assert not v and "eval mode" in v.message and "running_mean" in v.message
+    v = checks.check_drop_bias(lambda lin, bn: _drop_bias(lin, bn, in_place=True),
+                               verbose=False)
+    assert not v and "were changed" in v.message
+    v = checks.check_drop_bias(lambda lin, bn: (copy.deepcopy(lin), copy.deepcopy(bn)),
+                               verbose=False)
+    assert not v and "still has a bias" in v.message
+    v = checks.check_drop_bias(lambda lin, bn: None, verbose=False)
+    assert not v and "raised TypeError" in v.message
+
+
 class _LinearFirst(nn.Module):
     """x + f(x) with f = linear, BN, ReLU, linear, BN, ReLU, linear: the wrong order."""
 
