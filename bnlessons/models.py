@@ -8,6 +8,14 @@
 
 Submodules have stable names (``blocks[i].linear``, ``.norm``, ``.act``) so
 that probes can hook, say, the input of every activation.
+
+The block-network protocol: every network here (and
+``residual.fixup.FixupResidualMLP``) has ``.blocks``, an ``nn.ModuleList`` of
+its repeated layers in order, and ``.head``, the final linear layer.
+Helpers that look inside a network (``probes``, ``covariate_shift.ics``,
+``residual.propagation``, ``residual.variants``,
+``placement.residual_blocks``) rely on exactly these two names and nothing
+else, and raise an error naming them when a model lacks one.
 """
 from __future__ import annotations
 
@@ -246,7 +254,3 @@ class ResidualCNN(nn.Module):
             x = block(x)
         x = self.final_act(self.final_norm(x))
         return self.head(x.mean(dim=(2, 3)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

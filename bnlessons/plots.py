@@ -5,14 +5,13 @@ index 1 (vermillion) the network with batch normalization.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from bnlessons._validate import check_int
-from bnlessons.train import History
 
 # Colour-blind friendly cycle (Okabe & Ito); "no BN" is always the first colour
 # and "BN" the second, so the two keep their colours across chapters.
@@ -58,34 +57,6 @@ def _np(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().double().cpu().numpy()
     return np.asarray(values, dtype=float)
-
-
-def plot_accuracy(histories: dict[str, History], ax: Optional[plt.Axes] = None,
-                  target: Optional[float] = None, title: str = "Test accuracy") -> plt.Axes:
-    """Test accuracy against training step, one line per labelled run."""
-    ax = ax or plt.gca()
-    for i, (label, h) in enumerate(histories.items()):
-        ax.plot(h.steps, h.test_acc, label=label, color=COLORS[i % len(COLORS)])
-    if target is not None:
-        ax.axhline(target, color="0.5", linestyle=":", linewidth=1)
-    ax.set(xlabel="training step", ylabel="test accuracy", title=title)
-    ax.legend()
-    return ax
-
-
-def plot_per_layer(values: dict[str, Sequence[float]], ax: Optional[plt.Axes] = None,
-                   logy: bool = False, xlabel: str = "layer", ylabel: str = "",
-                   title: str = "") -> plt.Axes:
-    """One line per labelled series over layers (or blocks) 1..L."""
-    ax = ax or plt.gca()
-    for i, (label, series) in enumerate(values.items()):
-        v = _np(series)
-        ax.plot(np.arange(1, len(v) + 1), v, label=label, color=COLORS[i % len(COLORS)])
-    if logy:
-        ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend()
-    return ax
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:

@@ -13,8 +13,11 @@ RATIO_CASES: tuple[tuple[float, float, float], ...] = (
     (0.0, 1.0, 0.5), (0.3989, 0.3408, 0.5), (2.0, 0.5, 0.8), (-1.0, 4.0, 0.9), (0.5, 0.25, 1.0))
 
 
-def _todo(err: BaseException) -> bool:
-    return isinstance(err, NotImplementedError)
+def _failed(err: BaseException) -> str:
+    """How the learner's code failed, for a verdict: not written yet, or an error."""
+    if isinstance(err, NotImplementedError):
+        return "is not implemented yet"
+    return f"raised {type(err).__name__}: {err}"
 
 
 def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9,
@@ -27,7 +30,7 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9,
         try:
             got = fn(c, v, p)
         except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+            kind = _failed(err)
             return report(Verdict(name, False, f"your function {kind} (c={c}, v={v}, p={p})"),
                           verbose)
         want = variance_ratio(c, v, p)
@@ -77,7 +80,7 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True) -> Verdict:
         model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
         leak = leakage(model, x, step=6)
     except Exception as err:  # noqa: BLE001
-        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        kind = _failed(err)
         return report(Verdict(name, False, f"your normalisation {kind}"), verbose)
     if out.shape != z.shape:
         return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
@@ -139,7 +142,7 @@ def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
         block.zero_grad(set_to_none=True)
         block(x).pow(2).sum().backward()
     except Exception as err:  # noqa: BLE001
-        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        kind = _failed(err)
         return report(Verdict(name, False, f"your block {kind}"), verbose)
     if out.shape != x.shape:
         return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
@@ -194,7 +197,7 @@ def check_drop_bias(fn: Callable, verbose: bool = True) -> Verdict:
             result = fn(linear, bn)
         new_linear, new_bn = result
     except Exception as err:  # noqa: BLE001
-        kind = "is not implemented yet" if _todo(err) else f"raised {type(err).__name__}: {err}"
+        kind = _failed(err)
         return report(Verdict(name, False, f"your function {kind}"), verbose)
     after = [t.detach() for t in (*linear.state_dict().values(), *bn.state_dict().values())]
     if any(not torch.equal(a, b) for a, b in zip(original, after)):

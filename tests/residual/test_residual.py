@@ -1,6 +1,7 @@
 """Residual chapter: signal propagation, Fixup, the variant runner and the checks."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -86,6 +87,17 @@ def test_fit_line():
     assert math.isclose(fit.slope, 2.0) and math.isclose(fit.intercept, 1.0)
     assert math.isclose(fit.r2, 1.0)
     assert propagation.fit_line([0.0, 1.0, 0.0, 1.0]).r2 < 0.5
+    # The hand-written least squares agrees with numpy's, with R^2 from the residuals.
+    g = gen(3)
+    x = torch.rand(30, generator=g, dtype=torch.float64) * 10
+    y = 0.7 * x - 2.0 + torch.randn(30, generator=g, dtype=torch.float64)
+    fit = propagation.fit_line(y, x)
+    slope, intercept = np.polyfit(x.numpy(), y.numpy(), 1)
+    assert math.isclose(fit.slope, slope, rel_tol=1e-12)
+    assert math.isclose(fit.intercept, intercept, rel_tol=1e-12)
+    residual = y.numpy() - (slope * x.numpy() + intercept)
+    r2 = 1 - (residual ** 2).sum() / ((y.numpy() - y.numpy().mean()) ** 2).sum()
+    assert math.isclose(fit.r2, r2, rel_tol=1e-12)
 
 
 @pytest.mark.parametrize("call, error, words", [
