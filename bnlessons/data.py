@@ -65,6 +65,21 @@ def fewer_training_examples(dataset: Dataset, n: int) -> Dataset:
                    dataset.x_test, dataset.y_test)
 
 
+def as_images(dataset: Dataset, shape: tuple[int, ...]) -> Dataset:
+    """``dataset`` with every input reshaped to ``shape`` (e.g. ``(1, 8, 8)`` for the
+    flat 8x8 digits), for convolutional networks. The values are not copied."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a data.Dataset, got {type(dataset).__name__}")
+    if (not isinstance(shape, tuple) or not shape
+            or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape)):
+        raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
+    if int(np.prod(shape)) != dataset.num_features:
+        raise ValueError(f"shape {shape} has {int(np.prod(shape))} values per example; "
+                         f"{dataset.name} has {dataset.num_features}")
+    return Dataset(dataset.name, dataset.x_train.reshape(-1, *shape), dataset.y_train,
+                   dataset.x_test.reshape(-1, *shape), dataset.y_test)
+
+
 def _split(name: str, x: np.ndarray, y: np.ndarray, n_train: int) -> Dataset:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     x_t = torch.from_numpy(np.ascontiguousarray(x[order], dtype=np.float32))
@@ -195,10 +210,22 @@ def torchvision_mnist(root: PathLike, name: str = "MNIST", download: bool = Fals
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
-            generator: torch.Generator, drop_last: bool = True):
-    """Yield shuffled (x, y) minibatches forever, one fresh permutation per epoch."""
+            generator: torch.Generator, drop_last: bool = True, replacement: bool = False):
+    """Yield (x, y) minibatches forever.
+
+    By default each epoch is one fresh permutation cut into batches (every
+    example once per epoch). With ``replacement=True`` every batch is
+    ``batch_size`` independent uniform draws instead, so an example can
+    appear twice in a batch and there are no epochs.
+    """
     if batch_size < 1 or batch_size > len(y):
         raise ValueError(f"batch_size must be in [1, {len(y)}], got {batch_size}")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    if replacement:
+        while True:
+            idx = torch.randint(len(y), (batch_size,), generator=generator)
+            yield x[idx], y[idx]
     while True:
         order = torch.randperm(len(y), generator=generator)
         stop = len(y) - batch_size + 1 if drop_last else len(y)

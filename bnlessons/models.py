@@ -5,11 +5,13 @@
   activation, dropout, and the initial weight scale.
 * ``ResidualMLP`` / ``ResidualCNN``: stacks of ``ResidualBlock``, pre- or
   post-activation, each branch optionally multiplied by a scalar (SkipInit).
+* ``small_cnn``: two convolutions with BN, small enough to train on 8x8
+  digits in a second; a plain ``nn.Sequential``, indexed by layer.
 
 Submodules have stable names (``blocks[i].linear``, ``.norm``, ``.act``) so
 that probes can hook, say, the input of every activation.
 
-The block-network protocol: every network here (and
+The block-network protocol: every network class here (and
 ``residual.fixup.FixupResidualMLP``) has ``.blocks``, an ``nn.ModuleList`` of
 its repeated layers in order, and ``.head``, the final linear layer.
 Helpers that look inside a network (``probes``, ``covariate_shift.ics``,
@@ -254,3 +256,26 @@ class ResidualCNN(nn.Module):
             x = block(x)
         x = self.final_act(self.final_norm(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, int] = (16, 32),
+              norm: bool = True) -> nn.Sequential:
+    """conv3x3 -> [BN] -> ReLU -> conv3x3 stride 2 -> [BN] -> ReLU -> average pool -> linear.
+
+    Convolutions followed by BN have no bias (BN's mean subtraction would cancel it).
+    Layer indices: 0 conv, 1 BN, 2 ReLU, 3 conv, 4 BN, 5 ReLU, 6 pool, 7 flatten, 8 head.
+    """
+    check_int(in_channels, "in_channels")
+    check_int(num_classes, "num_classes")
+    if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"channels must be two positive ints, got {channels!r}")
+    c1, c2 = channels
+
+    def norm_layer(c: int) -> nn.Module:
+        return nn.BatchNorm2d(c) if norm else nn.Identity()
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, c1, 3, padding=1, bias=not norm), norm_layer(c1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=not norm), norm_layer(c2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes),
+    )

@@ -114,17 +114,22 @@ def eval_steps(steps: int, eval_every: int) -> set[int]:
 def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: int = 64,
           optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
           seed: int = 0, eval_every: int = 100, record: Optional[Recorder] = None,
-          progress: bool = True, desc: str = "train") -> History:
+          progress: bool = True, desc: str = "train", replacement: bool = False) -> History:
     """Train ``model`` on ``data`` for ``steps`` updates with cross-entropy loss.
 
     Evaluates test loss and accuracy at step 0, every ``eval_every`` steps and at
     the end. ``record(model, step)`` may return a dict; its values are appended
     to ``history.records``. Training stops at the first non-finite loss.
+    Minibatches come from ``data.batches``: shuffled epochs, or with
+    ``replacement=True`` independent uniform draws. Parameters with
+    ``requires_grad=False`` get no gradient and so are not updated, which is
+    how a part of the model is frozen.
     """
     check_int(steps, "steps", 0)
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    stream = batches(data.x_train, data.y_train, batch_size, generator)
+    stream = batches(data.x_train, data.y_train, batch_size, generator,
+                     replacement=replacement)
     checkpoints = eval_steps(steps, eval_every)
     history = History()
 

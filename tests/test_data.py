@@ -90,6 +90,27 @@ def test_batches_cover_an_epoch_and_validate_size():
         next(data.batches(x, y, 11, torch.Generator()))
 
 
+def test_batches_with_replacement_are_uniform_draws():
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    stream = data.batches(x, y, 4, torch.Generator().manual_seed(3), replacement=True)
+    xb, yb = next(stream)
+    want = torch.randint(10, (4,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(yb, want) and torch.equal(xb[:, 0], want.float())
+    with pytest.raises(ValueError, match="same length"):
+        next(data.batches(x, y[:9], 4, torch.Generator(), replacement=True))
+
+
+def test_as_images_reshapes_and_validates():
+    digits = data.digits()
+    images = data.as_images(digits, (1, 8, 8))
+    assert images.x_train.shape[1:] == (1, 8, 8) and images.num_features == 64
+    assert torch.equal(images.x_test.flatten(1), digits.x_test)
+    with pytest.raises(ValueError, match="64"):
+        data.as_images(digits, (1, 7, 7))
+    with pytest.raises(ValueError, match="shape"):
+        data.as_images(digits, [1, 8, 8])
+
+
 def test_fewer_training_examples():
     full = data.digits()
     small = data.fewer_training_examples(full, 100)

@@ -230,3 +230,29 @@ def test_moving_average_is_trailing_and_validates():
         moving_average([1.0], 2.5)
     with pytest.raises(ValueError, match="non-empty"):
         moving_average([], 2)
+
+
+def test_small_cnn_layers_and_bad_channels():
+    net = models.small_cnn()
+    assert [type(m).__name__ for m in net][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert net[0].bias is None and models.small_cnn(norm=False)[0].bias is not None
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match="channels"):
+        models.small_cnn(channels=(4,))
+
+
+def test_training_with_replacement_respects_frozen_parameters():
+    torch.manual_seed(0)
+    net = models.small_cnn()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in net[8].parameters():
+        p.requires_grad_(True)
+    conv, head = net[0].weight.clone(), net[8].weight.clone()
+    images = data.Dataset("toy", torch.randn(20, 1, 8, 8), torch.randint(10, (20,)),
+                          torch.randn(6, 1, 8, 8), torch.randint(10, (6,)))
+    history = train.train(net, images, steps=3, lr=0.1, batch_size=4, momentum=0.9,
+                          replacement=True, progress=False)
+    assert len(history.train_loss) == 3
+    assert torch.equal(conv, net[0].weight) and not torch.equal(head, net[8].weight)
+    assert int(net[1].num_batches_tracked) == 3  # BN still updated its statistics

@@ -13,8 +13,6 @@ helpers here make the difference measurable without disturbing the model:
 * ``replace_batchnorm`` / ``freeze_batchnorm``: swap BN layers for other
   modules, e.g. ``torchvision.ops.FrozenBatchNorm2d``, whose statistics and
   affine parameters are buffers that training cannot change.
-* ``small_cnn``: a two-convolution network with BN, small enough for 8x8 digits
-  on a CPU.
 """
 from __future__ import annotations
 
@@ -22,11 +20,10 @@ import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_batch_size, check_int, check_module
+from bnlessons._validate import check_batch_size, check_module
 from bnlessons.train import eval_mode
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -141,54 +138,3 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     if replace_batchnorm(frozen, factory, kinds=(nn.BatchNorm2d,)) == 0:
         raise ValueError("model has no nn.BatchNorm2d layer to freeze")
     return frozen
-
-
-def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, int] = (16, 32),
-              norm: bool = True) -> nn.Sequential:
-    """conv3x3 -> [BN] -> ReLU -> conv3x3 stride 2 -> [BN] -> ReLU -> average pool -> linear.
-
-    Convolutions followed by BN have no bias (BN's mean subtraction would cancel it).
-    Layer indices: 0 conv, 1 BN, 2 ReLU, 3 conv, 4 BN, 5 ReLU, 6 pool, 7 flatten, 8 head.
-    """
-    check_int(in_channels, "in_channels")
-    check_int(num_classes, "num_classes")
-    if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
-        raise ValueError(f"channels must be two positive ints, got {channels!r}")
-    c1, c2 = channels
-
-    def norm_layer(c: int) -> nn.Module:
-        return nn.BatchNorm2d(c) if norm else nn.Identity()
-
-    return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 3, padding=1, bias=not norm), norm_layer(c1), nn.ReLU(),
-        nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=not norm), norm_layer(c2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes),
-    )
-
-
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int,
-        lr: float, momentum: float = 0.9, seed: int = 0) -> list[float]:
-    """Plain SGD on cross-entropy in training mode; returns the loss of every step.
-
-    Only parameters with ``requires_grad`` are updated, so freezing a part of
-    the model by ``requires_grad_(False)`` is respected. Batches are drawn with
-    their own generator seeded by ``seed``.
-    """
-    check_module(model)
-    check_int(steps, "steps", 0)
-    batch_size = check_batch_size(batch_size, len(x), minimum=1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no parameter with requires_grad=True to train")
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses

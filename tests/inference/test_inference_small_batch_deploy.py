@@ -123,7 +123,7 @@ def test_fold_batchnorm_models():
     assert count == 2 and not any(isinstance(m, nn.BatchNorm1d) for m in folded.modules())
     u = _x(7, 12, seed=5)
     torch.testing.assert_close(folded(u), model(u), rtol=0, atol=1e-10)
-    from bnlessons.inference.bn_modes import small_cnn
+    from bnlessons.models import small_cnn
     cnn = small_cnn().double()
     _trained_stats(cnn, torch.randn(8, 1, 8, 8, dtype=torch.float64))
     folded_cnn, count = deploy.fold_batchnorm(cnn)
