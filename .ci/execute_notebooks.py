@@ -29,6 +29,9 @@ KERNEL = "bnlessons"
 
 def notebooks(args: Sequence[str]) -> list[Path]:
     if args:
+        missing = [a for a in args if not Path(a).is_file()]
+        if missing:
+            raise SystemExit(f"no such notebook: {', '.join(missing)}")
         return [Path(a).resolve() for a in args]
     return sorted(p for p in (ROOT / "book").rglob("*.ipynb")
                   if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts)
