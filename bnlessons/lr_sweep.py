@@ -94,7 +94,7 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
             model = build_model()
             history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
                             eval_every=steps, progress=False)
-        acc = float("nan") if history.diverged else history.final_acc
+        acc = history.final_acc
         accs.append(acc)
         diverged.append(history.diverged)
         skipped.append(False)

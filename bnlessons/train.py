@@ -41,7 +41,12 @@ class History:
 
     @property
     def final_acc(self) -> float:
-        return self.test_acc[-1] if self.test_acc else float("nan")
+        """The test accuracy at the end of training; NaN if the run diverged (its
+        last evaluation came before the blow-up and would hide it) or was never
+        evaluated."""
+        if self.diverged or not self.test_acc:
+            return float("nan")
+        return self.test_acc[-1]
 
     def trained(self, min_accuracy: float) -> bool:
         """Did this run train? Its loss stayed finite and its final test accuracy

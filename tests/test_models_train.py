@@ -1,5 +1,6 @@
 """Models, the training loop, probes and the progress bar."""
 import io
+import math
 
 import pytest
 import torch
@@ -113,6 +114,8 @@ def test_training_stops_on_divergence_and_records():
 
     h = train.train(model, d, steps=50, lr=1e6, eval_every=10, record=record, progress=False)
     assert h.diverged and h.diverged_at <= 50
+    assert h.test_acc and math.isnan(h.final_acc)  # the last evaluation predates the blow-up
+    assert not h.trained(0.0)
     assert len(h.records["norm"]) == len(h.steps) == len(seen)
     with pytest.raises(ValueError, match="lr"):
         train.train(model, d, steps=1, lr=0.0, progress=False)
