@@ -5,7 +5,11 @@ several shapes (with random upstream gradients, never ``sum(out)``, whose
 gradient is identically zero), compares with the reference and prints one
 verdict: a pass, or the first thing that is wrong (an exception, a shape, a
 dtype, which output, how far off and where). It also returns a ``Verdict`` so
-tests and autograders can assert on ``verdict.passed``.
+tests and autograders can assert on ``verdict.passed``. Code that still raises
+``NotImplementedError``, or an answer left as ``...``, gets a ``[TODO] ... not
+implemented yet`` verdict instead of a failure. Every check takes other inputs
+(a ``seed``, shapes or cases), which hidden tests use through
+``require(check_x(..., seed=..., verbose=False))``.
 
 Agreement is measured by the elementwise relative error
 ``max |a - b| / max(|a| + |b|, 1e-8)`` (elementwise), with thresholds stated
@@ -22,7 +26,16 @@ from bnlessons.checks.bn_math import (
     check_scale_answers,
     check_staged_backward,
 )
-from bnlessons.checks.common import Verdict, compare, elementwise_relative_error, report
+from bnlessons.checks.common import (
+    CheckFailed,
+    Verdict,
+    compare,
+    elementwise_relative_error,
+    passed_or,
+    report,
+    require,
+    todo_verdict,
+)
 
 # One import per topic module.
 from bnlessons.checks.covariate_shift import (
@@ -51,6 +64,7 @@ from bnlessons.checks.residual import (
 
 __all__ = [
     "Verdict", "compare", "elementwise_relative_error", "report",
+    "CheckFailed", "passed_or", "require", "todo_verdict",
     "BACKWARD_TOL", "FORWARD_TOL", "SHAPES_2D", "SHAPES_4D",
     "check_backward", "check_forward",
     "check_noise_layer", "check_percentile_probe", "check_saturation",

@@ -1,5 +1,5 @@
 """Checks for chapter 2, the mathematics of BN: the forward pass, the backward pass
-(compact and node by node), the properties of dx, and the scale factors of
+(compact and node by node), the properties of dx, the scale factors of
 section 3.3."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from bnlessons import reference
 from bnlessons.bn_math import gradcheck
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
-from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.checks.common import Verdict, compare, gradable, report
 
 FORWARD_TOL = 1e-10
 BACKWARD_TOL = 1e-8
@@ -62,16 +62,19 @@ def _first_output(result: object) -> object:
     return result[0] if isinstance(result, tuple) else result
 
 
+@gradable
 def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
-                  eps: float = 1e-5, tol: float = FORWARD_TOL, verbose: bool = True) -> Verdict:
+                  eps: float = 1e-5, tol: float = FORWARD_TOL, verbose: bool = True,
+                  seed: int = 100) -> Verdict:
     """Check ``fn(x, gamma, beta, eps)`` (returning ``out`` or ``(out, cache)``).
 
     Passes if the output matches Algorithm 1 to elementwise relative error ``tol`` for
     every shape; pass ``SHAPES_4D`` to check per-channel (conv) batch norm.
+    ``seed`` chooses the random inputs (shape ``i`` uses ``seed + i``).
     """
     name = "check_forward"
     for i, shape in enumerate(shapes):
-        x, gamma, beta, _ = _inputs(shape, seed=100 + i)
+        x, gamma, beta, _ = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
         want, _ = reference.forward(x, gamma, beta, eps)
         try:
@@ -89,18 +92,21 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
                            f"{tol:.0e} for shapes {shown}"), verbose)
 
 
+@gradable
 def check_backward(forward_fn: Callable, backward_fn: Callable,
                    shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
-                   tol: float = BACKWARD_TOL, verbose: bool = True) -> Verdict:
+                   tol: float = BACKWARD_TOL, verbose: bool = True,
+                   seed: int = 200) -> Verdict:
     """Check a ``forward(x, gamma, beta, eps) -> (out, cache)`` and
     ``backward(dout, cache) -> (dx, dgamma, dbeta)`` pair.
 
     The upstream gradient ``dout`` is random. Passes if all three gradients
-    match the reference to elementwise relative error ``tol`` for every shape.
+    match the reference to elementwise relative error ``tol`` for every shape;
+    ``seed`` chooses the random inputs.
     """
     name = "check_backward"
     for i, shape in enumerate(shapes):
-        x, gamma, beta, dout = _inputs(shape, seed=200 + i)
+        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
         _, ref_cache = reference.forward(x, gamma, beta, eps)
         want = reference.backward(dout, ref_cache)
@@ -146,9 +152,11 @@ PROPERTY_SHAPES: tuple[tuple[int, ...], ...] = ((8, 5), (16, 3), (64, 4), (256, 
 SCALE_QUANTITIES: tuple[str, ...] = ("output", "grad_input", "grad_weight", "effective_lr")
 
 
+@gradable
 def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
                           shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
-                          tol: float = BACKWARD_TOL, verbose: bool = True) -> Verdict:
+                          tol: float = BACKWARD_TOL, verbose: bool = True,
+                          seed: int = 300) -> Verdict:
     """Check a backward pass that returns the gradient at every node of the graph.
 
     ``forward_fn(x, gamma, beta, eps)`` returns ``(out, cache)`` and
@@ -156,10 +164,11 @@ def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
     Each gradient is compared, in the order backpropagation computes them,
     with autograd's gradient at that node (``gradcheck.graph_gradients``); the
     first one that is off is named, with the chain-rule step that produces it.
+    ``seed`` chooses the random inputs.
     """
     name = "check_staged_backward"
     for i, shape in enumerate(shapes):
-        x, gamma, beta, dout = _inputs(shape, seed=300 + i)
+        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
         want = gradcheck.graph_gradients(x, gamma, beta, eps, dout)
         try:
@@ -215,6 +224,7 @@ def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
     return float((total / size).max())
 
 
+@gradable
 def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
                         shapes: Sequence[Sequence[int]] = PROPERTY_SHAPES,
                         tol: float = PROPERTY_TOL, verbose: bool = True,
@@ -269,14 +279,16 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
                            f"{tol:.0e} of the terms that cancel)"), verbose)
 
 
+@gradable
 def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: float = 1e-6,
-                        verbose: bool = True) -> Verdict:
+                        verbose: bool = True, seed: int = 500) -> Verdict:
     """Compare predicted factors with measured ones when the weight W before BN becomes a W.
 
     ``answers`` maps each of ``SCALE_QUANTITIES`` to a number: by what factor
     BN's output, the gradient with respect to the layer's input u, the
     gradient with respect to the weight (as a norm) and the effective learning
-    rate ``lr / |w|^2`` change. They are measured on a random layer with eps = 0.
+    rate ``lr / |w|^2`` change. They are measured on a random layer with eps = 0,
+    chosen by ``seed`` (the factors do not depend on it; another seed is another layer).
     """
     name = "check_scale_answers"
     if not isinstance(answers, Mapping):
@@ -285,9 +297,9 @@ def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: floa
     missing = [k for k in SCALE_QUANTITIES if k not in answers]
     if missing:
         return report(Verdict(name, False, f"answers has no {', '.join(missing)}"), verbose)
-    g = torch.Generator().manual_seed(500)
+    g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
-        torch.manual_seed(501)
+        torch.manual_seed(seed + 1)
         layer = linear_bn_layer(6, 4, eps=0.0)
     u = torch.randn(32, 6, generator=g, dtype=torch.float64)
     upstream = torch.randn(32, 4, generator=g, dtype=torch.float64)

@@ -1,21 +1,35 @@
-"""What every check shares: the verdict, the error measure, the comparison."""
+"""What every check shares: the verdict, the error measure, the comparison, and
+the helpers graders use (``require``, ``passed_or``, the not-implemented-yet verdict)."""
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
+
+F = TypeVar("F", bound=Callable[..., "Verdict"])
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a check: ``passed`` and a one-line explanation."""
+    """The outcome of a check: ``passed`` and a one-line explanation.
+
+    ``todo`` marks a failure that is not a wrong answer but a missing one (the
+    code still raises ``NotImplementedError``, or the answer is ``...``), so a
+    learner working through a notebook, and a grader, can tell "not started"
+    from "wrong".
+    """
 
     name: str
     passed: bool
     message: str
+    todo: bool = False
 
     def __str__(self) -> str:
-        mark = "PASS" if self.passed else "FAIL"
+        mark = "PASS" if self.passed else ("TODO" if self.todo else "FAIL")
         return f"[{mark}] {self.name}: {self.message}"
 
     def __bool__(self) -> bool:
@@ -60,8 +74,96 @@ def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: 
     return ""
 
 
+def _not_implemented(err: Optional[BaseException]) -> Optional[NotImplementedError]:
+    """The ``NotImplementedError`` behind ``err`` (itself or a cause), if there is one."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, NotImplementedError):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def todo_verdict(name: str, detail: str = "") -> Verdict:
+    """The verdict for code that is not written yet: not a pass, not a wrong answer."""
+    return Verdict(name, False, "not implemented yet" + (f" ({detail})" if detail else ""),
+                   todo=True)
+
+
 def report(verdict: Verdict, verbose: bool) -> Verdict:
-    """Print the verdict (unless ``verbose`` is False) and return it."""
+    """Print the verdict (unless ``verbose`` is False) and return it.
+
+    A failing verdict made while handling a ``NotImplementedError`` from the
+    learner's code (every check reports from inside its ``except`` clause)
+    becomes a ``[TODO]`` verdict: the stub of a student notebook has not been
+    replaced yet, which is not a wrong answer.
+    """
+    if not verdict.passed and not verdict.todo:
+        missing = _not_implemented(sys.exc_info()[1])
+        if missing is not None:
+            verdict = todo_verdict(verdict.name, str(missing))
     if verbose:
         print(verdict)
     return verdict
+
+
+def gradable(check: F) -> F:
+    """Make a ``check_*`` answer ``[TODO] ... not implemented yet`` for a ``...`` placeholder.
+
+    A student notebook leaves ``...`` where an answer goes (``my_factors = ...``);
+    passed to a check, it is an unanswered question rather than a wrong answer.
+    """
+    signature = inspect.signature(check)
+
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Verdict:
+        if any(v is Ellipsis for v in (*args, *kwargs.values())):
+            bound = signature.bind_partial(*args, **kwargs)
+            verbose = bound.arguments.get("verbose", True)
+            return report(todo_verdict(check.__name__, "the answer is still ..."), verbose)
+        return check(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class CheckFailed(AssertionError):
+    """Raised by :func:`require` with the message of the first verdict that did not pass."""
+
+
+def require(*verdicts: Verdict) -> None:
+    """Raise :class:`CheckFailed` with the first failing verdict's message; else do nothing.
+
+    Hidden tests call checks with ``verbose=False`` and other inputs and pass
+    the verdicts here, so that a graded cell fails with the reason and passes
+    silently.
+    """
+    if not verdicts:
+        raise ValueError("require needs at least one verdict")
+    for i, verdict in enumerate(verdicts):
+        if not isinstance(verdict, Verdict):
+            raise TypeError(f"require takes Verdicts (what a check_* returns); argument {i} is "
+                            f"{type(verdict).__name__}")
+    for verdict in verdicts:
+        if not verdict.passed:
+            raise CheckFailed(str(verdict))
+
+
+T = TypeVar("T")
+
+
+def passed_or(verdict: Verdict, yours: T, reference: T) -> T:
+    """``yours`` if ``verdict`` passed, otherwise ``reference``, saying so in one line.
+
+    For a lesson cell that uses an exercise's answer after its check: with a
+    working answer it runs the learner's code (and prints nothing more); with
+    a missing or failing one it runs the reference, so the rest of the lesson
+    still works.
+    """
+    if not isinstance(verdict, Verdict):
+        raise TypeError(f"verdict must be the Verdict a check returned, got "
+                        f"{type(verdict).__name__}")
+    if verdict.passed:
+        return yours
+    print(f"(your answer does not pass {verdict.name} yet: this cell uses the reference instead)")
+    return reference

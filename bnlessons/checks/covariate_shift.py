@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bnlessons.checks.common import Verdict, report
+from bnlessons.checks.common import Verdict, gradable, report
 from bnlessons.covariate_shift import ics, shift
 from bnlessons.covariate_shift.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
 from bnlessons.models import MLP
@@ -28,16 +28,18 @@ def _as_float(value: object) -> float:
     return float(value)
 
 
+@gradable
 def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
-                     verbose: bool = True) -> Verdict:
+                     verbose: bool = True, seed: int = 11) -> Verdict:
     """Check ``fn(z, threshold) -> (fraction, mean_slope)`` for samples ``z`` of a sigmoid input.
 
     ``fraction`` is the share of entries with |z| > threshold and ``mean_slope``
     the mean of sigmoid'(z). Both must match ``bnlessons.covariate_shift.shift.saturation``
-    to absolute error ``tol`` on float64 samples of several Gaussians.
+    to absolute error ``tol`` on float64 samples of several Gaussians, drawn
+    with ``seed``.
     """
     name = "check_saturation"
-    g = torch.Generator().manual_seed(11)
+    g = torch.Generator().manual_seed(seed)
     for mean, std, threshold in SATURATION_CASES:
         z = mean + std * torch.randn(5000, generator=g, dtype=torch.float64)
         note = f"(z ~ N({mean:g}, {std:g}^2), threshold {threshold:g})"
@@ -77,18 +79,20 @@ def _probe_model(seed: int) -> tuple[nn.Module, torch.Tensor]:
     return model.train(), x
 
 
+@gradable
 def check_percentile_probe(fn: Callable, tol: float = PROBE_TOL,
-                           verbose: bool = True) -> Verdict:
+                           verbose: bool = True, seed: int = 1) -> Verdict:
     """Check ``fn(model, x, module) -> tensor (3, units)``: the 15th, 50th and 85th
     percentiles over the batch of ``module``'s input, with the model in eval mode.
 
     Uses float64 sigmoid MLPs with BN whose running statistics are not the
     defaults (so forgetting eval mode shows). The model must come back in the
-    mode it was in, with its running statistics unchanged.
+    mode it was in, with its running statistics unchanged. Two models are
+    tried, built from ``seed`` and ``seed + 1``.
     """
     name = "check_percentile_probe"
-    for seed in (1, 2):
-        model, x = _probe_model(seed)
+    for model_seed in (seed, seed + 1):
+        model, x = _probe_model(model_seed)
         stats = [b.norm.running_mean.clone() for b in model.blocks]
         for layer in (0, 2):
             module = model.blocks[layer].act
@@ -129,14 +133,18 @@ def _noise_input(units: int, rows: int) -> torch.Tensor:
     return a
 
 
-def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True) -> Verdict:
+@gradable
+def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True,
+                      seed: int = 7) -> Verdict:
     """Check a noisy-BN noise layer built by ``make_layer()``, statistically.
 
     Expected, in training mode, for input ``a`` of shape (N, C):
     ``s * a + m`` with, per unit and call, mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25),
     and per sample and unit m ~ U(mu - 0.1, mu + 0.1), s ~ N(sigma, 0.1);
     gradients flow to ``a``; in eval mode the expected transform ``1.125 * a``.
-    Tolerances are many standard errors wide for the sample sizes used.
+    Tolerances are many standard errors wide for the sample sizes used. The
+    layer draws its noise from the global generator, seeded with ``seed``
+    inside a fork (the caller's random state is left alone).
     """
     name = "check_noise_layer"
     units, rows = 256, 4000
@@ -144,7 +152,7 @@ def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True)
     zeros, ones = slice(0, rows // 2), slice(rows // 2, rows)
     sigma_mid = sum(SCALE_RANGE) / 2
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(7)
+        torch.manual_seed(seed)
         try:
             layer = make_layer()
             layer.train()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.checks.common import Verdict, compare, gradable, report
 from bnlessons.inference.bn_modes import bn_buffers, buffers_changed
 from bnlessons.inference.deploy import fold_linear_bn
 from bnlessons.inference.precise_bn import recompute_bn_stats
@@ -39,19 +39,22 @@ def _pair(result: object, n: int) -> Optional[tuple]:
     return result if isinstance(result, tuple) and len(result) == n else None
 
 
-def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True) -> Verdict:
+@gradable
+def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True,
+                         seed: int = 300) -> Verdict:
     """Check ``fn(running_mean, running_var, num_batches_tracked, x, momentum)``.
 
     It must return ``(running_mean, running_var, num_batches_tracked)`` after
     one training-mode update in PyTorch's convention (momentum = weight of the
     new batch, unbiased variance, ``momentum=None`` = cumulative average).
-    Cases: momentum 0.1 and 0.3 and None, shapes (N, C) and (N, C, H, W).
+    Cases: momentum 0.1 and 0.3 and None, shapes (N, C) and (N, C, H, W);
+    ``seed`` chooses the random inputs.
     """
     name = "check_pytorch_update"
     cases = [(shape, momentum, count) for shape in UPDATE_SHAPES
              for momentum, count in ((0.1, 0), (0.3, 5), (None, 0), (None, 3))]
     for i, (shape, momentum, count) in enumerate(cases):
-        x, rm, rv = _running_inputs(shape, seed=300 + i)
+        x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum}, num_batches_tracked={count})"
         want = running_stats.pytorch_update(rm, rv, count, x, momentum)
         try:
@@ -82,16 +85,19 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
                            f"{tol:.0e}"), verbose)
 
 
-def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True) -> Verdict:
+@gradable
+def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True,
+                        seed: int = 400) -> Verdict:
     """Check ``fn(running_mean, running_var, x, momentum)`` -> ``(running_mean, running_var)``.
 
     CS231n's convention: momentum is the weight of the old value (default 0.9)
-    and the variance fed in is the biased batch variance.
+    and the variance fed in is the biased batch variance. ``seed`` chooses the
+    random inputs.
     """
     name = "check_cs231n_update"
     cases = [(shape, momentum) for shape in UPDATE_SHAPES for momentum in (0.9, 0.5)]
     for i, (shape, momentum) in enumerate(cases):
-        x, rm, rv = _running_inputs(shape, seed=400 + i)
+        x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum})"
         want = running_stats.cs231n_update(rm, rv, x, momentum)
         try:
@@ -132,20 +138,23 @@ def _small_bn_mlp(seed: int) -> nn.Sequential:
     return model
 
 
-def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = True) -> Verdict:
+@gradable
+def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = True,
+                     seed: int = 500) -> Verdict:
     """Check ``fn(model, x, batch_size)``, which must recompute BN statistics in place.
 
     After the call every BN layer's running mean and variance must equal
     Algorithm 2 run with the current weights on the full batches of ``x``
     (average of batch means; average of unbiased batch variances), each BN
     layer's ``momentum`` must be what it was, and the model must be back in
-    the mode it came in (tried in training and in eval mode).
+    the mode it came in (tried in training and in eval mode). ``seed`` chooses
+    the random models and inputs.
     """
     name = "check_precise_bn"
     cases = ((64, 16, True), (90, 30, True), (50, 20, False))
     for i, (n, batch_size, arrives_training) in enumerate(cases):
-        model = _small_bn_mlp(seed=500 + i)
-        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(510 + i),
+        model = _small_bn_mlp(seed=seed + i)
+        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed + 10 + i),
                         dtype=torch.float64) * 1.5 + 0.3
         mode = "training" if arrives_training else "eval"
         note = f"({n} inputs, batch_size={batch_size}, model in {mode} mode)"
@@ -177,18 +186,20 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
                            f"restored (tried in training and in eval mode)"), verbose)
 
 
-def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True) -> Verdict:
+@gradable
+def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True,
+                      seed: int = 600) -> Verdict:
     """Check ``fn(linear, bn)`` -> ``(weight, bias)``: one Linear equal to ``bn(linear(u))``.
 
     ``bn`` is in eval mode, so the pair is a fixed affine map.
 
     Cases: a Linear with and without bias, a BN with and without affine
-    parameters, float64.
+    parameters, float64; ``seed`` chooses the random weights and statistics.
     """
     name = "check_fold_linear"
     for i, (n_in, n_out, bias, affine) in enumerate(((5, 3, True, True), (4, 6, False, True),
                                                       (3, 2, True, False))):
-        g = torch.Generator().manual_seed(600 + i)
+        g = torch.Generator().manual_seed(seed + i)
         with torch.random.fork_rng(devices=[]):  # weights are overwritten from g below
             linear = nn.Linear(n_in, n_out, bias=bias).double()
         bn = nn.BatchNorm1d(n_out, affine=affine).double().eval()
@@ -236,17 +247,19 @@ def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tenso
     return model, x, y
 
 
-def check_evaluate(fn: Callable, verbose: bool = True) -> Verdict:
+@gradable
+def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdict:
     """Check ``fn(model, x, y, batch_size)`` -> accuracy, an evaluation loop.
 
     The model arrives in training mode, then (a second time) in eval mode.
     The accuracy must be the eval-mode one, no BN buffer may change, and the
     model must leave in the mode it came in: a loop that ends with an
-    unconditional ``model.train()`` fails the second case.
+    unconditional ``model.train()`` fails the second case. ``seed`` chooses the
+    random models and data.
     """
     name = "check_evaluate"
     for batch_size, arrives_training in ((4, True), (16, True), (16, False)):
-        model, x, y = _labelled_model(seed=700 + batch_size)
+        model, x, y = _labelled_model(seed=seed + batch_size)
         model.train(arrives_training)
         mode = "training" if arrives_training else "eval"
         note = f"(batch_size={batch_size}, model in {mode} mode)"

@@ -2,11 +2,11 @@
 before BN, a pre-activation block and a causal-safe normalisation."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from bnlessons.checks.common import Verdict, report
+from bnlessons.checks.common import Verdict, gradable, report
 from bnlessons.placement.dropout import variance_ratio
 
 RATIO_CASES: tuple[tuple[float, float, float], ...] = (
@@ -20,13 +20,16 @@ def _failed(err: BaseException) -> str:
     return f"raised {type(err).__name__}: {err}"
 
 
-def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9,
-                                 verbose: bool = True) -> Verdict:
+@gradable
+def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9, verbose: bool = True,
+                                 cases: Sequence[tuple[float, float, float]] = RATIO_CASES
+                                 ) -> Verdict:
     """Check ``fn(c, v, p)``: Var_train / Var_test of inverted dropout (keep probability
     ``p``) on an input of mean ``c`` and variance ``v``, against the closed form on
-    cases with and without a mean, and with nothing dropped (p = 1)."""
+    cases with and without a mean, and with nothing dropped (p = 1); ``cases`` holds
+    the ``(c, v, p)`` triples tried."""
     name = "check_dropout_variance_ratio"
-    for c, v, p in RATIO_CASES:
+    for c, v, p in cases:
         try:
             got = fn(c, v, p)
         except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
@@ -45,25 +48,26 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9,
                 hint = ": 1/p is right only for an input of mean 0; the mean adds c**2 (1/p - 1)"
             return report(Verdict(name, False, f"for c={c}, v={v}, p={p} you gave {got:.6g}, "
                                    f"the ratio is {want:.6g}{hint}"), verbose)
-    return report(Verdict(name, True, f"all {len(RATIO_CASES)} cases match "
+    return report(Verdict(name, True, f"all {len(cases)} cases match "
                            "((c^2 + v)/p - c^2)/v"), verbose)
 
 
-def check_causal_norm(make_norm: Callable, verbose: bool = True) -> Verdict:
+@gradable
+def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31) -> Verdict:
     """Check ``make_norm(channels)``: a normalisation for (N, C, T) sequences that a causal
     model can use in training mode.
 
     Inside ``sequences.causal_model`` it must leak nothing (no output may move
     when later steps or other sequences change), and it must normalise: each
     position's output must not change when that position's channels are all
-    multiplied by the same positive number.
+    multiplied by the same positive number. ``seed`` chooses the random inputs.
     """
     import copy
 
     from bnlessons.placement.sequences import causal_model, leakage
 
     name = "check_causal_norm"
-    g = torch.Generator().manual_seed(31)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(6, 4, 12, generator=g, dtype=torch.float64) * 2 + 0.5
     try:
         with torch.random.fork_rng(devices=[]):
@@ -101,7 +105,9 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True) -> Verdict:
                            "position is normalised over its channels"), verbose)
 
 
-def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
+@gradable
+def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 41,
+                       width: int = 6) -> Verdict:
     """Check ``block_class(width)``: a pre-activation residual block x + f(x), with
     f = BN, ReLU, linear, BN, ReLU, linear.
 
@@ -109,11 +115,11 @@ def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
     return its input exactly, negative values included (nothing on the skip
     path); it must keep the shape; its first operation on the input must be a
     BN layer (the pre-activation order); and every parameter must get a
-    gradient once the last layer is not zero.
+    gradient once the last layer is not zero. ``seed`` chooses the random
+    input, ``width`` the block's width.
     """
     name = "check_preact_block"
-    width = 6
-    g = torch.Generator().manual_seed(41)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(32, width, generator=g) * 2 - 0.5
     try:
         with torch.random.fork_rng(devices=[]):
@@ -162,7 +168,8 @@ def check_preact_block(block_class: Callable, verbose: bool = True) -> Verdict:
                            "every parameter learns"), verbose)
 
 
-def check_drop_bias(fn: Callable, verbose: bool = True) -> Verdict:
+@gradable
+def check_drop_bias(fn: Callable, verbose: bool = True, seed: int = 43) -> Verdict:
     """Check ``fn(linear, bn) -> (new_linear, new_bn)``: the same function without the bias.
 
     ``linear`` (an ``nn.Linear`` with a bias) feeds ``bn`` (an ``nn.BatchNorm1d``
@@ -170,14 +177,15 @@ def check_drop_bias(fn: Callable, verbose: bool = True) -> Verdict:
     compute the same outputs as the original pair in training mode (where the
     batch mean cancels the bias) and in eval mode (where only the running mean
     can), must not change the modules it was given, and after a training step
-    its running mean must still be the original's minus the bias.
+    its running mean must still be the original's minus the bias. ``seed``
+    chooses the random layers and inputs.
     """
     import copy
 
     from bnlessons.checks.common import compare
 
     name = "check_drop_bias"
-    g = torch.Generator().manual_seed(43)
+    g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # every value is overwritten from g below
         linear = torch.nn.Linear(7, 5, dtype=torch.float64)
         bn = torch.nn.BatchNorm1d(5, dtype=torch.float64)

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from bnlessons.checks.common import Verdict, compare, report
+from bnlessons.checks.common import Verdict, compare, gradable, report
 from bnlessons.train import History
 
 PREDICTION_TOL = 1e-8
@@ -30,6 +30,7 @@ def predicted_variance(design: str, depth: int, alpha: float) -> torch.Tensor:
     raise ValueError(f"design must be 'linear' or 'bn-linear', got {design!r}")
 
 
+@gradable
 def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, float]] =
                               PREDICTION_CASES, tol: float = PREDICTION_TOL,
                               verbose: bool = True) -> Verdict:
@@ -65,8 +66,9 @@ def _scalar_params(block: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in block.named_parameters() if p.numel() == 1]
 
 
+@gradable
 def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16,
-                         verbose: bool = True) -> Verdict:
+                         verbose: bool = True, seed: int = 7) -> Verdict:
     """Check ``make_block(width)``: a residual block ``x + alpha * f(x)``, SkipInit style.
 
     Runs the block in float64 on a random (32, width) batch and checks that
@@ -74,9 +76,10 @@ def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16
     the identity, that at that point the loss gradient reaches alpha but not
     the branch's weights, and that its output is ``x + alpha * f(x)`` for
     other values of alpha (linear in alpha, with a branch that is not zero).
+    ``seed`` chooses the random input and upstream gradient.
     """
     name = "check_skipinit_block"
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(32, width, generator=g, dtype=torch.float64)
     dout = torch.randn(32, width, generator=g, dtype=torch.float64)
     try:
@@ -161,18 +164,21 @@ STABLE_LR_CASES: tuple[tuple[tuple[float, ...], float, float], ...] = (
 )
 
 
-def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5,
-                            verbose: bool = True) -> Verdict:
+@gradable
+def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5, verbose: bool = True,
+                            cases: Sequence[tuple[tuple[float, ...], float, float]] =
+                            STABLE_LR_CASES) -> Verdict:
     """Check ``fn(train_at, lrs, min_accuracy)`` -> the largest lr in ``lrs`` that trains.
 
     ``train_at(lr)`` returns a ``train.History``; a run trained if it never
     went non-finite and ended with test accuracy >= ``min_accuracy``. ``fn``
     must return ``None`` when no learning rate trains. The check feeds
     simulated runs (instant, no real training), including unsorted rates and
-    a rate whose loss stays finite but which learns nothing.
+    a rate whose loss stays finite but which learns nothing. ``cases`` holds
+    ``(rates to try, largest rate that trains, rate from which runs diverge)``.
     """
     name = "check_largest_stable_lr"
-    for lrs, good_up_to, diverges_from in STABLE_LR_CASES:
+    for lrs, good_up_to, diverges_from in cases:
         def train_at(lr: float, good=good_up_to, bad=diverges_from) -> History:
             if lr >= bad:
                 return _fake_history(diverged_at=3, acc=0.1)
@@ -197,6 +203,6 @@ def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5,
                         if got < diverges_from else "; that run diverges")
             return report(Verdict(name, False, f"expected {want:g}, got {got!r} {note}{hint}"),
                           verbose)
-    return report(Verdict(name, True, f"right answer on all {len(STABLE_LR_CASES)} simulated "
+    return report(Verdict(name, True, f"right answer on all {len(cases)} simulated "
                            "sweeps (unsorted rates, finite-but-useless runs, nothing stable)"),
                   verbose)
