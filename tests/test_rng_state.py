@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bnlessons import checks, data, lr_sweep, reference, running_stats
+from bnlessons.bn_math import jacobian
 from bnlessons.covariate_shift import ics, noise, shift
 from bnlessons.inference import precise_bn, small_batch
 from bnlessons.models import MLP, ResidualBlock
@@ -60,6 +61,12 @@ class _SkipInitBlock(torch.nn.Module):
         return x + self.alpha * self.linear(torch.relu(x))
 
 
+def _update_ratio(before, after):
+    return {name: float((a.weight - b.weight).detach().norm() / b.weight.detach().norm())
+            for (name, b), (_, a) in zip(before.named_modules(), after.named_modules())
+            if isinstance(b, torch.nn.Linear)}
+
+
 def _largest(train_at, lrs, min_accuracy):
     best = None
     for lr in sorted(lrs):
@@ -98,6 +105,8 @@ def _toy_data():
 
 CALLS = {
     "check_forward": lambda: checks.check_forward(reference.forward, verbose=False),
+    "check_bn_jacobian": lambda: checks.check_bn_jacobian(jacobian.bn_jacobian, verbose=False),
+    "check_update_ratio": lambda: checks.check_update_ratio(_update_ratio, verbose=False),
     "check_backward": lambda: checks.check_backward(reference.forward, reference.backward,
                                                     verbose=False),
     "check_dx_properties": lambda: checks.check_dx_properties(

@@ -7,4 +7,6 @@
 * ``scale_invariance``: BN after a linear layer, scaled weights, row norms and
   the effective learning rate.
 * ``timing``: honest timings of the backward-pass implementations.
+* ``jacobian``: BN's Jacobian over one feature (formula, autograd, projection
+  report) and the per-example Jacobians between the layers of an MLP.
 """

@@ -1,15 +1,18 @@
 """Checks for chapter 2, the mathematics of BN: the forward pass, the backward pass
 (compact and node by node), the properties of dx, the scale factors of
-section 3.3."""
+section 3.3, BN's Jacobian over one feature, and the update-to-data ratio."""
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Mapping, Sequence
 
 import torch
+from torch import nn
 
 from bnlessons import reference
 from bnlessons.bn_math import gradcheck
+from bnlessons.bn_math import jacobian as bn_jacobian
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
 from bnlessons.checks.common import Verdict, compare, gradable, report
 
@@ -325,3 +328,147 @@ def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: floa
                                    f"the measured factor is {measured[key]:.6g}"), verbose)
     return report(Verdict(name, True, f"all four factors match the ones measured with a = {a:g} "
                            f"(relative tolerance {rtol:.0e})"), verbose)
+
+
+JACOBIAN_SIZES: tuple[int, ...] = (4, 9, 16)
+JACOBIAN_TOL = 1e-10
+
+
+def _jacobian_hint(got: torch.Tensor, x: torch.Tensor, gamma: float, eps: float) -> str:
+    """Name the usual mistake when ``got`` equals a known wrong Jacobian."""
+    m = len(x)
+    var = x.var(unbiased=False)
+    s = 1 / torch.sqrt(var + eps)
+    xhat = (x - x.mean()) * s
+    eye, ones = torch.eye(m, dtype=x.dtype), torch.ones(m, m, dtype=x.dtype) / m
+    centred = x - x.mean()
+    unbiased = x.var(unbiased=True) + eps
+    wrong = {
+        "the term -xhat xhat^T / m is missing: the variance depends on x too":
+            gamma * s * (eye - ones),
+        "the term -1 1^T / m is missing: the mean depends on x too":
+            gamma * s * (eye - torch.outer(xhat, xhat) / m),
+        "s must include eps: s = 1 / sqrt(var + eps)":
+            gamma / torch.sqrt(var) * (eye - ones - torch.outer(centred, centred) / var / m),
+        "use the biased batch variance (divide by m), as Algorithm 1 does":
+            gamma / torch.sqrt(unbiased) * (eye - ones - torch.outer(centred, centred)
+                                            / unbiased / m),
+    }
+    for hint, matrix in wrong.items():
+        if gradcheck.relative_error(got, matrix) < 1e-8:
+            return f"; hint: {hint}"
+    return ""
+
+
+@gradable
+def check_bn_jacobian(fn: Callable, sizes: Sequence[int] = JACOBIAN_SIZES,
+                      tol: float = JACOBIAN_TOL, verbose: bool = True, seed: int = 600) -> Verdict:
+    """Check ``fn(x, gamma, eps)``, BN's Jacobian ``dy/dx`` over one feature.
+
+    ``x`` is a float64 batch column of ``m`` values (one case per entry of
+    ``sizes``, cycling through eps = 0 and eps > 0 and values of gamma other
+    than 1); the answer must be the ``(m, m)`` matrix that
+    ``torch.func.jacrev`` gives through ``reference.forward``, to relative
+    error ``tol`` (against the largest entry, since many entries are small).
+    """
+    name = "check_bn_jacobian"
+    cases = ((1.0, 0.0), (-0.7, 0.5), (2.5, 1e-5))
+    for i, m in enumerate(sizes):
+        if isinstance(m, bool) or not isinstance(m, int) or m < 3:
+            raise ValueError(f"sizes must be ints >= 3, got {m!r}")
+        gamma, eps = cases[i % len(cases)]
+        g = torch.Generator().manual_seed(seed + i)
+        x = torch.randn(m, generator=g, dtype=torch.float64) * 2 + 1
+        note = f"(m = {m}, gamma = {gamma}, eps = {eps})"
+        want = bn_jacobian.autograd_bn_jacobian(x, gamma, eps)
+        try:
+            got = fn(x.clone(), gamma, eps)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
+                                   f"{err} {note}"), verbose)
+        if not isinstance(got, torch.Tensor):
+            return report(Verdict(name, False, f"the Jacobian should be a torch.Tensor, got "
+                                   f"{type(got).__name__} {note}"), verbose)
+        if got.shape != (m, m):
+            return report(Verdict(name, False, f"the Jacobian has shape {tuple(got.shape)}, "
+                                   f"expected {(m, m)} {note}"), verbose)
+        if got.dtype != torch.float64:
+            return report(Verdict(name, False, f"the Jacobian has dtype {got.dtype}, expected "
+                                   f"torch.float64 (keep x's dtype) {note}"), verbose)
+        err = gradcheck.relative_error(got, want)
+        if not err <= tol:
+            return report(Verdict(name, False, f"off by relative error {err:.2e} (threshold "
+                                   f"{tol:.0e}) {note}" + _jacobian_hint(got, x, gamma, eps)),
+                          verbose)
+    return report(Verdict(name, True, f"matches autograd's Jacobian to relative error {tol:.0e} "
+                           f"for m = {', '.join(map(str, sizes))}, with and without eps"),
+                  verbose)
+
+
+def _update_ratio_case(seed: int) -> tuple[nn.Module, nn.Module, dict[str, float]]:
+    """Two copies of a small MLP whose Linear weights differ by known amounts."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG
+        before = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 4),
+                               nn.ReLU(), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for module in before:
+            if isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=g,
+                                                dtype=torch.float64))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=g, dtype=torch.float64))
+    after = copy.deepcopy(before)
+    want = {}
+    with torch.no_grad():
+        for i, (name, module) in enumerate(after.named_modules()):
+            if isinstance(module, nn.Linear):
+                factor = 10.0 ** -(i % 3 + 1)  # a known relative change per layer
+                step = torch.randn(module.weight.shape, generator=g, dtype=torch.float64)
+                step *= factor * module.weight.norm() / step.norm()
+                module.weight.add_(step)
+                module.bias.add_(1.0)  # biases are not part of the ratio
+                want[name] = factor
+        after[1].running_mean.add_(5.0)  # nor are buffers
+    return before, after, want
+
+
+@gradable
+def check_update_ratio(fn: Callable, tol: float = 1e-9, verbose: bool = True,
+                       seed: int = 700) -> Verdict:
+    """Check ``fn(before, after)``: for every ``nn.Linear`` of two copies of a model,
+    ``|W_after - W_before|_F / |W_before|_F``, keyed by the name from ``named_modules()``.
+
+    The copies differ by known relative amounts in each weight, and also in
+    biases and BN buffers, which must not count; the models must be left
+    unchanged.
+    """
+    name = "check_update_ratio"
+    before, after, want = _update_ratio_case(seed)
+    snapshot = {k: v.clone() for k, v in before.state_dict().items()}
+    try:
+        got = fn(before, after)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+        return report(Verdict(name, False, f"your function raised {type(err).__name__}: {err}"),
+                      verbose)
+    if not isinstance(got, Mapping):
+        return report(Verdict(name, False, f"return a dict of layer name -> ratio, got "
+                               f"{type(got).__name__}"), verbose)
+    if set(got) != set(want):
+        return report(Verdict(name, False, f"expected one entry per nn.Linear, named as in "
+                               f"named_modules(): {sorted(want)}; got {sorted(got)}"), verbose)
+    if any(not torch.equal(snapshot[k], v) for k, v in before.state_dict().items()):
+        return report(Verdict(name, False, "your function changed the model passed as before"),
+                      verbose)
+    for layer, value in want.items():
+        try:
+            number = float(got[layer])
+        except (TypeError, ValueError):
+            return report(Verdict(name, False, f"the ratio for {layer!r} should be a number, got "
+                                   f"{type(got[layer]).__name__}"), verbose)
+        if not abs(number - value) <= tol * value:
+            hint = (" (the biases were included: use only .weight)"
+                    if number > 2 * value else "")
+            return report(Verdict(name, False, f"layer {layer!r}: got {number:.6g}, expected "
+                                   f"{value:.6g}{hint}"), verbose)
+    return report(Verdict(name, True, f"all {len(want)} ratios match to relative error {tol:.0e}; "
+                           "biases and buffers left out"), verbose)
