@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,15 +99,35 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
+                   weight_decay: float,
+                   decay_only: Optional[Sequence[str]] = None) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``) or Adam over the model's parameters.
+
+    ``decay_only`` names the parameters (as in ``model.named_parameters()``)
+    that get ``weight_decay``; the others get none. ``None`` decays all.
+    """
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+    named = dict(model.named_parameters())
+    if decay_only is None:
+        groups = [{"params": list(named.values()), "weight_decay": weight_decay}]
+    else:
+        if isinstance(decay_only, str):
+            raise TypeError("decay_only must be a sequence of parameter names, not one string")
+        unknown = [n for n in decay_only if n not in named]
+        if unknown:
+            raise ValueError(f"decay_only names no parameter of the model: {unknown}; "
+                             f"the names are those of model.named_parameters()")
+        chosen = set(decay_only)
+        groups = [{"params": [p for n, p in named.items() if n in chosen],
+                   "weight_decay": weight_decay},
+                  {"params": [p for n, p in named.items() if n not in chosen],
+                   "weight_decay": 0.0}]
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                               weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    return torch.optim.Adam(groups, lr=lr)
 
 
 def eval_steps(steps: int, eval_every: int) -> set[int]:
@@ -119,7 +139,8 @@ def eval_steps(steps: int, eval_every: int) -> set[int]:
 def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: int = 64,
           optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
           seed: int = 0, eval_every: int = 100, record: Optional[Recorder] = None,
-          progress: bool = True, desc: str = "train", replacement: bool = False) -> History:
+          progress: bool = True, desc: str = "train", replacement: bool = False,
+          decay_only: Optional[Sequence[str]] = None) -> History:
     """Train ``model`` on ``data`` for ``steps`` updates with cross-entropy loss.
 
     Evaluates test loss and accuracy at step 0, every ``eval_every`` steps and at
@@ -128,10 +149,11 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
     Minibatches come from ``data.batches``: shuffled epochs, or with
     ``replacement=True`` independent uniform draws. Parameters with
     ``requires_grad=False`` get no gradient and so are not updated, which is
-    how a part of the model is frozen.
+    how a part of the model is frozen. ``decay_only`` restricts weight decay
+    to the named parameters (see ``make_optimizer``).
     """
     check_int(steps, "steps", 0)
-    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, decay_only)
     generator = torch.Generator().manual_seed(seed)
     stream = batches(data.x_train, data.y_train, batch_size, generator,
                      replacement=replacement)

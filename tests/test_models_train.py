@@ -259,3 +259,26 @@ def test_training_with_replacement_respects_frozen_parameters():
     assert len(history.train_loss) == 3
     assert torch.equal(conv, net[0].weight) and not torch.equal(head, net[8].weight)
     assert int(net[1].num_batches_tracked) == 3  # BN still updated its statistics
+
+
+def test_decay_only_restricts_weight_decay_to_the_named_parameters():
+    d = tiny_data()
+    torch.manual_seed(0)
+    model = models.MLP(6, 2, width=4, depth=1)
+    opt = train.make_optimizer(model, "sgd", 0.1, 0.0, 0.5, decay_only=["blocks.0.linear.weight"])
+    decays = {id(p): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
+    assert decays[id(model.blocks[0].linear.weight)] == 0.5
+    assert decays[id(model.head.weight)] == 0.0 and decays[id(model.blocks[0].linear.bias)] == 0.0
+    with pytest.raises(ValueError, match="names no parameter"):
+        train.make_optimizer(model, "sgd", 0.1, 0.0, 0.5, decay_only=["head.wieght"])
+    with pytest.raises(TypeError, match="one string"):
+        train.make_optimizer(model, "sgd", 0.1, 0.0, 0.5, decay_only="head.weight")
+    # with every parameter decayed, the two forms train identically
+    runs = []
+    for decay_only in (None, [name for name, _ in model.named_parameters()]):
+        torch.manual_seed(1)
+        net = models.MLP(6, 2, width=4, depth=1)
+        train.train(net, d, steps=5, lr=0.1, weight_decay=0.1, decay_only=decay_only,
+                    progress=False)
+        runs.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert torch.equal(runs[0], runs[1])

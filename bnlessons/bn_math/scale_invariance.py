@@ -15,6 +15,11 @@ feature j, which BN normalises on its own). Two consequences, measured here:
 ``linear_bn_layer`` builds the small layer the measurements use;
 ``row_norms``, ``row_gradient_cosines`` and ``effective_lr`` measure a weight
 matrix; ``weight_norm_recorder`` records them during ``bnlessons.train.train``.
+
+With weight decay ``wd`` a step shrinks each row by ``1 - lr wd`` and the
+gradient step lengthens it, at right angles: ``decayed_norm_sq``. The two
+balance at ``equilibrium_norm_sq``; ``RowNormTracker`` records norms,
+gradients and the angle each row turns through at every training step.
 """
 from __future__ import annotations
 
@@ -133,3 +138,97 @@ def weight_norm_recorder(layers: dict[str, nn.Module],
         return out
 
     return record
+
+
+def decayed_norm_sq(norm_sq: torch.Tensor, grad_sq: torch.Tensor, lr: float,
+                    weight_decay: float) -> torch.Tensor:
+    """``|w - lr (g + wd w)|^2`` for rows orthogonal to their gradients:
+    ``(1 - lr wd)^2 |w|^2 + lr^2 |g|^2``. Shrinking by weight decay and
+    growing by the gradient step add up like the two legs of a right angle."""
+    _check_lr_wd(lr, weight_decay)
+    return (1 - lr * weight_decay) ** 2 * norm_sq + lr ** 2 * grad_sq
+
+
+def equilibrium_norm_sq(lr: float, weight_decay: float, mean_grad_sq: float) -> float:
+    """The squared row norm at which weight decay's shrinking balances the growth
+    from the gradient steps on average: ``lr E|g|^2 / (wd (2 - lr wd))``.
+
+    It is the fixed point of ``decayed_norm_sq`` in expectation; ``mean_grad_sq``
+    is ``E|g_j|^2`` measured there (van Laarhoven 2017 derive the same balance).
+    """
+    _check_lr_wd(lr, weight_decay)
+    if not weight_decay > 0:
+        raise ValueError("without weight decay there is no equilibrium: the norm only grows")
+    if isinstance(mean_grad_sq, bool) or not isinstance(mean_grad_sq, (int, float)) \
+            or not mean_grad_sq >= 0:
+        raise ValueError(f"mean_grad_sq must be a number >= 0, got {mean_grad_sq!r}")
+    return lr * mean_grad_sq / (weight_decay * (2 - lr * weight_decay))
+
+
+def _check_lr_wd(lr: object, weight_decay: object) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+            or not 0 <= weight_decay < 1 / lr:
+        raise ValueError(f"weight_decay must be in [0, 1/lr), got {weight_decay!r}")
+
+
+class RowNormTracker:
+    """Record, at every training step, what a weight matrix's rows do.
+
+    A gradient hook on each named layer's ``weight`` fires once per backward
+    pass, before the optimiser moves the weights, and appends the mean over
+    rows of ``|w_j|^2`` and of ``|g_j|^2``, and, from the second call on, the
+    root mean square over rows of the angle (radians) each row turned through
+    since the previous call and of the update-to-data ratio
+    ``|w_j - w_j(previous)| / |w_j(previous)|`` (whatever the optimiser did,
+    momentum included).
+    Use it around ``bnlessons.train.train`` (evaluation runs without
+    gradients and is not recorded)::
+
+        with RowNormTracker({"layer 1": model.blocks[1].linear}) as tracker:
+            train(model, ...)
+        tracker.history["layer 1"]["norm_sq"]
+    """
+
+    def __init__(self, layers: dict[str, nn.Module]) -> None:
+        if not layers:
+            raise ValueError("layers is empty: name at least one layer to track")
+        for name, module in layers.items():
+            if not isinstance(getattr(module, "weight", None), nn.Parameter):
+                raise TypeError(f"layers[{name!r}] has no weight parameter")
+        self.layers = dict(layers)
+        self.history: dict[str, dict[str, list[float]]] = {
+            name: {"norm_sq": [], "grad_sq": [], "angle": [], "update_ratio": []}
+            for name in layers}
+        self._previous: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        module = self.layers[name]
+
+        def record(grad: torch.Tensor) -> None:
+            w = module.weight.detach().flatten(1).double()
+            g = grad.detach().flatten(1).double()
+            entry = self.history[name]
+            entry["norm_sq"].append(float((w ** 2).sum(1).mean()))
+            entry["grad_sq"].append(float((g ** 2).sum(1).mean()))
+            previous = self._previous.get(name)
+            if previous is not None:
+                cos = (w * previous).sum(1) / (w.norm(dim=1) * previous.norm(dim=1))
+                entry["angle"].append(float(torch.arccos(cos.clamp(-1, 1)).pow(2).mean().sqrt()))
+                ratio = (w - previous).norm(dim=1) / previous.norm(dim=1)
+                entry["update_ratio"].append(float(ratio.pow(2).mean().sqrt()))
+            self._previous[name] = w.clone()
+
+        return record
+
+    def __enter__(self) -> "RowNormTracker":
+        self._handles = [module.weight.register_hook(self._hook(name))
+                         for name, module in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

@@ -181,3 +181,49 @@ def test_lr_sweep_bad_input():
         lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 1.5)
     with pytest.raises(ValueError, match="stop_after"):
         lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=0)
+
+
+def test_decayed_norm_and_equilibrium():
+    torch.testing.assert_close(si.decayed_norm_sq(torch.tensor(2.0), torch.tensor(3.0), 0.1, 0.5),
+                               torch.tensor(0.95 ** 2 * 2.0 + 0.01 * 3.0))
+    # the equilibrium is a fixed point of the expected update
+    x = si.equilibrium_norm_sq(0.1, 0.2, 0.04)
+    assert math.isclose(si.decayed_norm_sq(x, 0.04, 0.1, 0.2), x, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="no equilibrium"):
+        si.equilibrium_norm_sq(0.1, 0.0, 0.04)
+    with pytest.raises(ValueError, match="weight_decay"):
+        si.decayed_norm_sq(1.0, 1.0, 0.1, 20.0)
+    with pytest.raises(ValueError, match="lr"):
+        si.equilibrium_norm_sq(-0.1, 0.1, 0.04)
+
+
+def test_row_norm_tracker_records_each_step_and_detaches():
+    from bnlessons import train
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = Dataset("toy", torch.randn(64, 5, generator=g), torch.randint(3, (64,), generator=g),
+                   torch.randn(16, 5, generator=g), torch.randint(3, (16,), generator=g))
+    model = MLP(5, 3, width=6, depth=2, norm="bn")
+    layer = model.blocks[1].linear
+    with si.RowNormTracker({"l1": layer}) as tracker:
+        w0 = layer.weight.detach().clone()
+        train.train(model, data, steps=4, lr=0.1, batch_size=8, weight_decay=0.1,
+                    decay_only=["blocks.1.linear.weight"], progress=False)
+    h = tracker.history["l1"]
+    assert len(h["norm_sq"]) == len(h["grad_sq"]) == 4
+    assert len(h["angle"]) == len(h["update_ratio"]) == 3
+    # plain SGD with decay: the update is lr (g + wd w); its size relative to w
+    step = 0.1 * math.sqrt(h["grad_sq"][0] + 0.01 * h["norm_sq"][0]) / math.sqrt(h["norm_sq"][0])
+    assert math.isclose(h["update_ratio"][0], step, rel_tol=0.2)
+    assert math.isclose(h["norm_sq"][0], float((w0 ** 2).sum(1).mean()), rel_tol=1e-6)
+    # the recorded norms follow the exact update (rows orthogonal to their gradients)
+    for i in range(3):
+        predicted = 0.99 ** 2 * h["norm_sq"][i] + 0.01 * h["grad_sq"][i]
+        assert math.isclose(h["norm_sq"][i + 1], predicted, rel_tol=1e-4)
+    train.train(model, data, steps=2, lr=0.1, batch_size=8, progress=False)
+    assert len(h["norm_sq"]) == 4  # the hooks are gone after the with block
+    with pytest.raises(ValueError, match="empty"):
+        si.RowNormTracker({})
+    with pytest.raises(TypeError, match="weight"):
+        si.RowNormTracker({"relu": torch.nn.ReLU()})
