@@ -1,14 +1,18 @@
-"""Time batch norm's backward pass four ways and print a table.
+"""Time batch norm's backward pass four or five ways and print a table.
 
 Usage: .venv/bin/python .ci/benchmark_bn_backward.py [--repeats R] [--number K]
-           [--threads T] [--dtype float32|float64] [--no-keep-memory] [SHAPE ...]
+           [--threads T] [--dtype float32|float64] [--no-keep-memory]
+           [--no-compiled] [SHAPE ...]
 
 SHAPE is N,C or N,C,H,W (default: 256,512  64,512  32,64,16,16). For each
 shape the methods of ``bnlessons.bn_math.timing`` (staged, compact, autograd through
 the plain forward, PyTorch's native kernel) run in interleaved rounds of K
 calls; the table shows the median time per call and, per method, how many
 times longer it takes than the compact formula (the median of the per-round
-ratios). Only the backward pass is timed. ``--no-keep-memory`` leaves glibc's
+ratios). For N,C shapes the compact formula compiled with ``torch.compile``
+runs beside them, unless ``--no-compiled`` or there is no C++ compiler (its
+first compilation, about half a minute per shape and dtype, is not timed).
+Only the backward pass is timed. ``--no-keep-memory`` leaves glibc's
 allocator as it is, to see how much allocation noise moves the numbers.
 """
 from __future__ import annotations
@@ -43,6 +47,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--no-keep-memory", action="store_true",
                         help="do not ask glibc to keep freed memory for reuse")
+    parser.add_argument("--no-compiled", action="store_true",
+                        help="leave out the torch.compile version of the compact formula")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -51,15 +57,24 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s) of {os.cpu_count()} cores, "
           f"{platform.machine()}, {args.dtype}, {args.repeats} rounds x {args.number} calls, "
           f"freed memory kept for reuse: {kept}")
-    rows = timing.benchmark_backward(args.shapes, repeats=args.repeats, number=args.number,
-                                     dtype=dtype)
-    print(timing.format_table(rows))
-    print("\nratios of the fastest rounds (steadier on a busy machine):")
-    for row in rows:
-        ratios = ", ".join(f"{m}/compact {row.ratio(m, 'compact', stat='min'):.2f}"
-                           for m in row.rounds if m != "compact")
-        print(f"  {str(row.shape):<20}{ratios}")
-
+    reason = "--no-compiled" if args.no_compiled else timing.can_compile()
+    if reason is not None:
+        print(f"compiled method left out: {reason}")
+    groups = {}  # one table per set of methods: N,C shapes can add the compiled one
+    for shape in args.shapes:
+        methods = timing.METHODS + ((timing.COMPILED,) if reason is None and len(shape) == 2
+                                    else ())
+        groups.setdefault(methods, []).append(shape)
+    for methods, shapes in groups.items():
+        rows = timing.benchmark_backward(shapes, repeats=args.repeats, number=args.number,
+                                         methods=methods, dtype=dtype)
+        print()
+        print(timing.format_table(rows))
+        print("\nratios of the fastest rounds (steadier on a busy machine):")
+        for row in rows:
+            ratios = ", ".join(f"{m}/compact {row.ratio(m, 'compact', stat='min'):.2f}"
+                               for m in row.rounds if m != "compact")
+            print(f"  {str(row.shape):<20}{ratios}")
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,11 @@
   graph is stored and differentiated.
 * ``"native"``: autograd through ``torch.nn.functional.batch_norm``, whose
   backward is PyTorch's fused kernel.
+* ``"compiled"`` (on request, see ``COMPILED``): the compact formula passed
+  through ``torch.compile``, which fuses its operations into generated C++
+  loops; it needs a C++ compiler and a first compilation of about half a
+  minute, which ``warm_compile`` can do ahead of time (the result is cached
+  on disk).
 
 Only the backward pass is timed: each forward pass runs once, outside the
 timer (autograd keeps its graph with ``retain_graph=True``). Each time is a
@@ -21,12 +26,15 @@ memory for reuse, which makes the timings steady.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import logging
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +43,59 @@ from bnlessons import reference
 from bnlessons._validate import check_int
 
 METHODS: tuple[str, ...] = ("staged", "compact", "autograd", "native")
+COMPILED = "compiled"  # the optional fifth method
+
+
+def compact_backward(dout: torch.Tensor, xhat: torch.Tensor, inv_std: torch.Tensor,
+                     gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compact formula as a pure function of tensors, for ``torch.compile``
+    (the same arithmetic as ``reference.backward`` on a cache, over dimension 0)."""
+    m = dout.shape[0]
+    dbeta = dout.sum(dim=0)
+    dgamma = (dout * xhat).sum(dim=0)
+    g = dout * gamma
+    dx = inv_std / m * (m * g - g.sum(dim=0) - xhat * (g * xhat).sum(dim=0))
+    return dx, dgamma, dbeta
+
+
+def can_compile() -> Optional[str]:
+    """None if ``torch.compile`` can build CPU code here, else the reason it cannot."""
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "no C++ compiler (g++, c++ or clang++) on the PATH"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_compilation() -> Iterator[None]:
+    """Silence the one-line warning PyTorch's C++ extension loader logs on a machine
+    without CUDA (it would land on a notebook's stderr), and restore the level."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def compiled_compact_backward() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``torch.compile(compact_backward)``; raises RuntimeError where ``can_compile`` says no.
+
+    Compilation happens at the first call (for each new shape and dtype);
+    call it once inside ``quiet_compilation()`` to keep its log off stderr.
+    """
+    reason = can_compile()
+    if reason is not None:
+        raise RuntimeError(f"torch.compile cannot build CPU code here: {reason}")
+    return torch.compile(compact_backward)
+
+
+def warm_compile(shape: Sequence[int] = (256, 512), dtype: torch.dtype = torch.float32) -> float:
+    """Compile the compact backward for ``shape`` once, filling the on-disk cache
+    that later processes reuse; returns the seconds it took."""
+    start = time.perf_counter()
+    backward_callables(shape, dtype=dtype, compiled=True)  # compiles at the first call
+    return time.perf_counter() - start
 
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
@@ -84,12 +145,14 @@ def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 10,
 
 
 def backward_callables(shape: Sequence[int], dtype: torch.dtype = torch.float32,
-                       eps: float = 1e-5, seed: int = 0) -> dict[str, Callable[[], tuple]]:
+                       eps: float = 1e-5, seed: int = 0,
+                       compiled: bool = False) -> dict[str, Callable[[], tuple]]:
     """One zero-argument function per method in ``METHODS``, each running one backward pass.
 
-    All four differentiate the same random input, parameters and upstream
+    All differentiate the same random input, parameters and upstream
     gradient of shape ``shape`` ((N, C) or (N, C, H, W)) and return
-    ``(dx, dgamma, dbeta)``.
+    ``(dx, dgamma, dbeta)``. ``compiled=True`` adds ``COMPILED`` for 2D
+    shapes; its first call compiles (quietly).
     """
     shape = tuple(shape)
     if len(shape) not in (2, 3, 4) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
@@ -110,13 +173,21 @@ def backward_callables(shape: Sequence[int], dtype: torch.dtype = torch.float32,
     out_native = F.batch_norm(native_leaves[0], None, None, native_leaves[1], native_leaves[2],
                               training=True, eps=eps)
 
-    return {
+    fns = {
         "staged": lambda: reference.backward_staged(dout, cache),
         "compact": lambda: reference.backward(dout, cache),
         "autograd": lambda: torch.autograd.grad(out_plain, leaves, dout, retain_graph=True),
         "native": lambda: torch.autograd.grad(out_native, native_leaves, dout,
                                               retain_graph=True),
     }
+    if compiled:
+        if len(shape) != 2:
+            raise ValueError(f"the compiled method is built for (N, C) inputs, got {shape!r}")
+        fn = compiled_compact_backward()
+        with quiet_compilation():
+            fn(dout, cache.xhat, cache.inv_std, gamma)
+        fns[COMPILED] = lambda: fn(dout, cache.xhat, cache.inv_std, gamma)
+    return fns
 
 
 @dataclass(frozen=True)
@@ -169,16 +240,17 @@ def benchmark_backward(shapes: Sequence[Sequence[int]], repeats: int = 41, numbe
     time per call. Many short rounds are less likely to be interrupted by
     another process than a few long ones.
     """
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in (*METHODS, COMPILED)]
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)}")
+        raise ValueError(f"methods must be a non-empty subset of {(*METHODS, COMPILED)}, "
+                         f"got {tuple(methods)}")
     if not shapes:
         raise ValueError("shapes is empty: give at least one input shape")
     check_int(repeats, "repeats", 1)
     check_int(number, "number", 1)
     rows = []
     for shape in shapes:
-        fns = backward_callables(shape, dtype=dtype)
+        fns = backward_callables(shape, dtype=dtype, compiled=COMPILED in methods)
         times: dict[str, list[float]] = {m: [] for m in methods}
         # Interleave the methods: a burst of load from another process then
         # slows every method's repeat alike instead of one method's median.

@@ -91,9 +91,37 @@ def test_keep_freed_memory():
 def test_benchmark_script_prints_a_table():
     script = ROOT / ".ci" / "benchmark_bn_backward.py"
     done = subprocess.run([sys.executable, str(script), "--repeats", "2", "--number", "1",
-                           "16,4", "2,3,2,2"], capture_output=True, text=True, timeout=120)
+                           "--no-compiled", "16,4", "2,3,2,2"], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     assert "compact ms" in done.stdout and "(2, 3, 2, 2)" in done.stdout
+    assert "compiled method left out: --no-compiled" in done.stdout
     bad = subprocess.run([sys.executable, str(script), "16"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "shape must be 2 to 4 positive ints" in bad.stderr
+
+
+def test_can_compile_names_the_missing_compiler(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert "C++ compiler" in timing.can_compile()
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        timing.compiled_compact_backward()
+
+
+def test_compiled_method_only_for_2d_shapes():
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        timing.backward_callables((4, 3, 2, 2), compiled=True)
+    with pytest.raises(ValueError, match="methods"):
+        timing.benchmark_backward([(8, 4)], methods=("compiled", "fused"))
+
+
+@pytest.mark.slow
+def test_compiled_compact_backward_matches_the_reference():
+    if timing.can_compile() is not None:
+        pytest.skip(timing.can_compile())
+    fns = timing.backward_callables((32, 16), dtype=torch.float64, compiled=True)
+    for got, want in zip(fns[timing.COMPILED](), fns["compact"]()):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    rows = timing.benchmark_backward([(32, 16)], repeats=2, number=1,
+                                     methods=("compact", timing.COMPILED))
+    assert set(rows[0].rounds) == {"compact", timing.COMPILED}
