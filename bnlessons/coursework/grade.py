@@ -28,7 +28,14 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from bnlessons.coursework.lesson import Exercise, LessonError, exercises, lesson_paths, read
+from bnlessons.coursework.lesson import (
+    Exercise,
+    LessonError,
+    cell_roles,
+    exercises,
+    lesson_paths,
+    read,
+)
 from bnlessons.coursework.student import KEY, _clean, student_notebook
 
 KERNEL = "bnlessons"
@@ -124,16 +131,7 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode,
             last = cid
         elif cell.cell_type == "code":
             added.setdefault(last, []).append(_clean(cell))
-    role: dict[int, tuple[str, Exercise]] = {}
-    for ex in found:
-        for i in range(ex.gate_start, ex.gate_end + 1):
-            role[i] = ("gate", ex)
-        for i in ex.solution_cells:
-            role[i] = ("solution", ex)
-        if ex.check_cell is not None:
-            role[ex.check_cell] = ("check", ex)
-        if ex.hidden_cell is not None:
-            role[ex.hidden_cell] = ("hidden", ex)
+    role = cell_roles(found)
     graded = [i for ex in found for i in (ex.check_cell, ex.hidden_cell) if i is not None]
     stop = max(graded) if graded else -1
     stubs = {c.get("id"): c for c in student.cells}

@@ -23,7 +23,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import nbformat
 from nbformat import NotebookNode
@@ -257,3 +257,20 @@ def lesson_paths(book: Union[str, Path]) -> list[Path]:
     if not book.is_dir():
         raise FileNotFoundError(f"no book folder at {book}")
     return sorted(p for p in book.glob("*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def cell_roles(found: Sequence[Exercise]) -> dict[int, tuple[str, Exercise]]:
+    """Which exercise each cell index belongs to, and as what: ``"gate"`` (the
+    solution dropdown's markdown), ``"solution"``, ``"check"`` or ``"hidden"``.
+    Cells that are in no exercise are absent."""
+    role: dict[int, tuple[str, Exercise]] = {}
+    for ex in found:
+        for i in range(ex.gate_start, ex.gate_end + 1):
+            role[i] = ("gate", ex)
+        for i in ex.solution_cells:
+            role[i] = ("solution", ex)
+        if ex.check_cell is not None:
+            role[ex.check_cell] = ("check", ex)
+        if ex.hidden_cell is not None:
+            role[ex.hidden_cell] = ("hidden", ex)
+    return role

@@ -23,7 +23,7 @@ import re
 import nbformat
 from nbformat import NotebookNode
 
-from bnlessons.coursework.lesson import LABEL_PATTERN, Exercise, answer_text, exercises
+from bnlessons.coursework.lesson import LABEL_PATTERN, answer_text, cell_roles, exercises
 from bnlessons.coursework.student import _clean, notebook_metadata
 
 SCHEMA_VERSION = 3
@@ -83,16 +83,7 @@ def solution_regions(source: str) -> str:
 def source_notebook(nb: NotebookNode, lesson: str) -> NotebookNode:
     """The nbgrader source version of lesson ``nb`` (``lesson`` is ``<chapter>/<name>``)."""
     found = exercises(nb, lesson)
-    role: dict[int, tuple[str, Exercise]] = {}
-    for ex in found:
-        for i in range(ex.gate_start, ex.gate_end + 1):
-            role[i] = ("gate", ex)
-        for i in ex.solution_cells:
-            role[i] = ("solution", ex)
-        if ex.check_cell is not None:
-            role[ex.check_cell] = ("check", ex)
-        if ex.hidden_cell is not None:
-            role[ex.hidden_cell] = ("hidden", ex)
+    role = cell_roles(found)
     cells = []
     for i, cell in enumerate(nb.cells):
         kind, ex = role.get(i, ("lesson", None))

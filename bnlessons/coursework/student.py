@@ -16,7 +16,7 @@ import re
 import nbformat
 from nbformat import NotebookNode
 
-from bnlessons.coursework.lesson import Exercise, exercises
+from bnlessons.coursework.lesson import cell_roles, exercises
 
 ANSWER_STUB = "YOUR ANSWER HERE"
 CODE_STUB = "# YOUR CODE HERE"
@@ -138,16 +138,7 @@ def notebook_metadata(nb: NotebookNode, lesson: str) -> dict:
 def student_notebook(nb: NotebookNode, lesson: str) -> NotebookNode:
     """The student version of lesson ``nb`` (``lesson`` is ``<chapter>/<name>``)."""
     found = exercises(nb, lesson)
-    by_cell: dict[int, tuple[str, Exercise]] = {}
-    for ex in found:
-        for i in range(ex.gate_start, ex.gate_end + 1):
-            by_cell[i] = ("gate", ex)
-        for i in ex.solution_cells:
-            by_cell[i] = ("solution", ex)
-        if ex.check_cell is not None:
-            by_cell[ex.check_cell] = ("check", ex)
-        if ex.hidden_cell is not None:
-            by_cell[ex.hidden_cell] = ("hidden", ex)
+    by_cell = cell_roles(found)
     cells = []
     for i, cell in enumerate(nb.cells):
         role, ex = by_cell.get(i, ("lesson", None))
