@@ -71,7 +71,7 @@ def _largest(train_at, lrs, min_accuracy):
     best = None
     for lr in sorted(lrs):
         h = train_at(lr)
-        if h.diverged or h.final_acc < min_accuracy:
+        if not h.trained(min_accuracy):  # the library's one rule for "it trained"
             break
         best = lr
     return best
