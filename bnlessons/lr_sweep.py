@@ -19,6 +19,7 @@ from torch import nn
 
 from bnlessons.data import Dataset
 from bnlessons.train import train
+from bnlessons.reproducibility import seeded
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,7 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
             skipped.append(True)
             trained.append(False)
             continue
-        with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = build_model()
             history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
                             eval_every=steps, progress=False)

@@ -26,12 +26,14 @@ into ``PREFIX/share/jupyter/kernels/bnlessons``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -155,6 +157,44 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def _check_seed(seed: object) -> int:
+    return check_int(seed, "seed", 0)
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A seed for one named stream of a run's random draws, computed from the run's ``seed``.
+
+    A run draws for several purposes (the initial weights, the order of the
+    minibatches, dropout masks and other noise in the forward pass). Seeding
+    each from ``seed`` itself would give them the same underlying sequence of
+    random numbers: the first dropout mask would repeat the first weights'
+    draws. ``derive_seed(seed, "forward")`` is a different, fixed number for
+    each purpose (the first 63 bits of a SHA-256 of both), the same on every
+    machine and in every run.
+    """
+    _check_seed(seed)
+    if not isinstance(purpose, str) or not purpose:
+        raise TypeError(f"purpose must be a non-empty str, got {purpose!r}")
+    digest = hashlib.sha256(f"{seed}/{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block, torch's global generator starts from ``seed``; afterwards the
+    caller's random state is back as it was.
+
+    Every builder of a network and the training loop draw inside such a
+    block, so what a run draws follows from its seed alone: re-running one
+    seed gives the same numbers whether or not other runs came before it,
+    and a notebook's next draw does not depend on what a library call used.
+    """
+    _check_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def setup(seed: int = 0, threads: int = 1) -> torch.Generator:

@@ -1,7 +1,11 @@
 """A small, seeded training loop that keeps a history.
 
-``train`` draws minibatches from its own generator (so two runs with the same
-seed are identical and the global random state does not matter), evaluates on
+Every random draw of a run follows from its ``seed``: ``train`` draws the
+minibatches from its own generator, and runs the forward passes (dropout
+masks, injected noise) and the ``record`` calls inside
+``reproducibility.seeded`` with a seed derived from ``seed``, so two runs
+with the same seed are identical whatever ran before them, and the
+caller's global random state is the same afterwards. It evaluates on
 the test split at chosen steps in eval mode, calls an optional ``record``
 function at those steps (for per-layer statistics from forward hooks), and
 stops early if the loss stops being finite.
@@ -20,6 +24,7 @@ from torch import nn
 from bnlessons._validate import check_int, check_module
 from bnlessons.data import Dataset, batches
 from bnlessons.progress import progress_bar
+from bnlessons.reproducibility import derive_seed, seeded
 
 Recorder = Callable[[nn.Module, int], dict]
 
@@ -47,6 +52,22 @@ class History:
         if self.diverged or not self.test_acc:
             return float("nan")
         return self.test_acc[-1]
+
+    def final_loss(self, last: int) -> float:
+        """The mean training loss over the last ``last`` updates; inf if the run diverged.
+
+        The loss of single minibatches is noisy; the mean over the last few
+        updates is the usual measure of where training ended. A diverged run
+        gets inf, so that it compares worse than any run that trained.
+        """
+        check_int(last, "last")
+        if self.diverged:
+            return math.inf
+        if len(self.train_loss) < last:
+            raise ValueError(f"last={last} is more than the {len(self.train_loss)} updates "
+                             "recorded")
+        tail = self.train_loss[-last:]
+        return sum(tail) / len(tail)
 
     def trained(self, min_accuracy: float) -> bool:
         """Did this run train? Its loss stayed finite and its final test accuracy
@@ -147,7 +168,10 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
     the end. ``record(model, step)`` may return a dict; its values are appended
     to ``history.records``. Training stops at the first non-finite loss.
     Minibatches come from ``data.batches``: shuffled epochs, or with
-    ``replacement=True`` independent uniform draws. Parameters with
+    ``replacement=True`` independent uniform draws. Draws inside the model
+    (dropout, noise layers) and in ``record`` come from torch's global
+    generator seeded with ``derive_seed(seed, "forward")`` for the length of
+    the run, and the caller's global random state is restored afterwards. Parameters with
     ``requires_grad=False`` get no gradient and so are not updated, which is
     how a part of the model is frozen. ``decay_only`` restricts weight decay
     to the named parameters (see ``make_optimizer``).
@@ -169,9 +193,10 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
             for key, value in record(model, step).items():
                 history.records.setdefault(key, []).append(value)
 
-    model.train()
-    checkpoint(0)
-    with progress_bar(steps, desc, enabled=progress) as bar:
+    with seeded(derive_seed(seed, "forward")), \
+            progress_bar(steps, desc, enabled=progress) as bar:
+        model.train()
+        checkpoint(0)
         for step in range(1, steps + 1):
             xb, yb = next(stream)
             loss = F.cross_entropy(model(xb), yb)

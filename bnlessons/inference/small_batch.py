@@ -34,6 +34,7 @@ from torch import nn
 from bnlessons import running_stats
 from bnlessons._validate import check_bn_input, check_int
 from bnlessons.inference.bn_modes import replace_batchnorm
+from bnlessons.reproducibility import seeded
 
 if TYPE_CHECKING:
     from bnlessons.data import Dataset
@@ -207,8 +208,7 @@ def train_mlp(data: "Dataset", seed: int, steps: int, norm: Optional[str] = "bn"
         raise ValueError("renorm=True needs a ghost_size (use batch_size for whole batches)")
     if ghost_size is not None and batch_size % ghost_size:
         raise ValueError(f"ghost_size={ghost_size} must divide batch_size={batch_size}")
-    with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = MLP(data.num_features, data.num_classes, width=width, depth=depth, norm=norm)
         if renorm:
             use_ghost_batchnorm(model, ghost_size, renorm=True, **(renorm_options or {}))

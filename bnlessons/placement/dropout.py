@@ -21,6 +21,7 @@ from torch import nn
 from bnlessons._validate import as_float_tensor, check_int, check_number
 from bnlessons.models import MLP
 from bnlessons.probes import capture_in_eval
+from bnlessons.reproducibility import seeded
 
 PLACES = ("none", "every", "last")
 
@@ -70,8 +71,7 @@ def dropout_mlp(place: str, in_features: int = 784, num_classes: int = 10, width
         raise ValueError(f"place must be one of {PLACES}, got {place!r}")
     check_int(depth, "depth")
     p_drop = check_number(p_drop, "p_drop")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = MLP(in_features, num_classes, width=width, depth=depth, norm=norm,
                     dropout=p_drop if place == "every" else 0.0)
     if place == "last":

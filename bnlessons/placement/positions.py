@@ -14,6 +14,7 @@ from torch import nn
 from bnlessons._validate import check_module
 from bnlessons.models import MLP, make_activation
 from bnlessons.probes import capture_in_eval
+from bnlessons.reproducibility import seeded
 
 POSITIONS = ("none", "before", "after")
 SATURATED = 4.0  # |z| beyond which the sigmoid's slope is below a tenth of its peak
@@ -29,8 +30,7 @@ def placed_mlp(position: str, activation: str, in_features: int = 784, num_class
     """A ``models.MLP`` with BN in ``position``; He initialisation for ReLU, Glorot
     otherwise. Weights come from ``seed``; torch's global random state is left alone."""
     _check_position(position)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return MLP(in_features, num_classes, width=width, depth=depth, activation=activation,
                    norm=None if position == "none" else "bn",
                    norm_position="before" if position == "none" else position,
@@ -51,8 +51,7 @@ def placed_cnn(position: str, activation: str, in_channels: int = 1, num_classes
             return [conv, nn.BatchNorm2d(c_out), make_activation(activation)]
         return [conv, make_activation(activation), nn.BatchNorm2d(c_out)]
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         c1, c2 = channels
         return nn.Sequential(*block(in_channels, c1, 1), *block(c1, c2, 2),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlessons._validate import as_float_tensor, check_int, check_module
+from bnlessons.reproducibility import seeded
 
 
 class CausalConv1d(nn.Conv1d):
@@ -57,8 +58,7 @@ def causal_model(in_channels: int = 4, channels: int = 16, out_channels: int = 3
     """
     if make_norm is None and norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if make_norm is not None:
             layer = make_norm(channels)
         else:

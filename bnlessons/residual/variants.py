@@ -35,6 +35,7 @@ from bnlessons.data import Dataset
 from bnlessons.models import ResidualMLP
 from bnlessons.residual.fixup import FixupResidualMLP
 from bnlessons.train import History, train
+from bnlessons.reproducibility import seeded
 
 VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
 
@@ -100,8 +101,7 @@ def make_model(variant: str, depth: int, in_features: int = 784, num_classes: in
         raise ValueError("final_norm is not available for 'fixup', which has no "
                          "normalisation by design")
     dropout = _check_dropout(dropout)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return _build(variant, depth, in_features, num_classes, width, branch_layers,
                       float(alpha), final_norm, dropout)
 
