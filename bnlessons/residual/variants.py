@@ -17,9 +17,9 @@ differ only inside their residual branches:
 
 ``final_norm=True`` puts a BN between the last block and the head (the usual
 pre-activation ResNet layout), for the ablation of that one difference.
-``train_variant`` builds a variant from a seed and trains it with SGD and
-momentum on a ``data.Dataset`` (``fit_variant`` also returns the trained
-network; ``train.History.trained`` says whether a run trained, and
+``fit_variant`` builds a variant from a seed and trains it with SGD and
+momentum on a ``data.Dataset``, returning the trained network and its
+history (``train.History.trained`` says whether a run trained, and
 ``lr_sweep.lr_sweep`` scans learning rates with ``make_model`` as the builder);
 ``branch_weight_change`` measures how far training moved each block's branch.
 """
@@ -72,9 +72,9 @@ def _build(variant: str, depth: int, in_features: int, num_classes: int, width: 
     return model
 
 
-def make_model(variant: str, depth: int, in_features: int = 784, num_classes: int = 10,
-               width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
-               seed: int = 0, final_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+def make_model(variant: str, *, depth: int, in_features: int, num_classes: int, width: int,
+               seed: int, branch_layers: int = 1, alpha: float = 0.0, final_norm: bool = False,
+               dropout: float = 0.0) -> nn.Module:
     """A residual MLP of the named ``variant``, initialised from ``seed``.
 
     ``alpha`` is SkipInit's starting value (used by ``"skipinit"`` only; pass
@@ -85,7 +85,8 @@ def make_model(variant: str, depth: int, in_features: int = 784, num_classes: in
     the head, as in De & Smith's regularised SkipInit. ``depth=0`` gives the
     shallow control: stem, ReLU and head, the same for every variant but
     ``"fixup"`` (which needs a block). The same call gives the same weights;
-    the global random state is left as it was.
+    the global random state is left as it was. The sizes and the seed have no
+    defaults: a lesson states them.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -106,45 +107,34 @@ def make_model(variant: str, depth: int, in_features: int = 784, num_classes: in
                       float(alpha), final_norm, dropout)
 
 
-def fit_variant(variant: str, data: Dataset, depth: int, lr: float, seed: int = 0,
-                steps: int = 200, batch_size: int = 64, momentum: float = 0.9,
-                width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
-                final_norm: bool = False, dropout: float = 0.0,
+def fit_variant(variant: str, data: Dataset, *, depth: int, width: int, seed: int, lr: float,
+                steps: int, batch_size: int, momentum: float, branch_layers: int = 1,
+                alpha: float = 0.0, final_norm: bool = False, dropout: float = 0.0,
                 eval_every: Optional[int] = None, progress: bool = False,
                 desc: Optional[str] = None) -> tuple[nn.Module, History]:
-    """``train_variant``, returning the trained network along with its history.
+    """Build ``variant`` from ``seed`` and train it with SGD (``momentum``) on ``data``;
+    returns ``(trained network, history)``.
 
-    ``make_model`` with the same arguments and ``seed`` rebuilds the network
-    as it was before training, so the two can be compared parameter by
-    parameter (``branch_weight_change``).
+    The network is ``make_model`` with these arguments and ``data``'s sizes,
+    so ``make_model`` with the same ``seed`` rebuilds it as it was before
+    training, for a parameter-by-parameter comparison
+    (``branch_weight_change``). The same ``seed`` fixes the initial weights
+    and the order of minibatches. Test accuracy is evaluated at step 0,
+    every ``eval_every`` steps (default: only at the end) and at the end;
+    ``history.train_loss`` holds the loss of every step. Training stops at
+    the first non-finite loss (``history.diverged_at``). Every setting of the
+    experiment is an argument without a default: a lesson states them.
     """
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a data.Dataset, got {type(data).__name__}")
-    model = make_model(variant, depth, data.num_features, data.num_classes, width,
-                       branch_layers, alpha, seed, final_norm, dropout)
+    model = make_model(variant, depth=depth, in_features=data.num_features,
+                       num_classes=data.num_classes, width=width, seed=seed,
+                       branch_layers=branch_layers, alpha=alpha, final_norm=final_norm,
+                       dropout=dropout)
     history = train(model, data, steps, lr, batch_size=batch_size, momentum=momentum,
                     seed=seed, eval_every=eval_every or max(steps, 1), progress=progress,
                     desc=desc or f"{variant} lr={lr:g}")
     return model, history
-
-
-def train_variant(variant: str, data: Dataset, depth: int, lr: float, seed: int = 0,
-                  steps: int = 200, batch_size: int = 64, momentum: float = 0.9,
-                  width: int = 64, branch_layers: int = 1, alpha: float = 0.0,
-                  final_norm: bool = False, dropout: float = 0.0,
-                  eval_every: Optional[int] = None, progress: bool = False,
-                  desc: Optional[str] = None) -> History:
-    """Build ``variant`` from ``seed`` and train it with SGD (momentum) on ``data``.
-
-    The same ``seed`` fixes the initial weights and the order of minibatches.
-    Test accuracy is evaluated at step 0, every ``eval_every`` steps (default:
-    only at the end) and at the end; ``history.train_loss`` holds the loss of
-    every step. Training stops at the first non-finite loss
-    (``history.diverged_at``).
-    """
-    return fit_variant(variant, data, depth, lr, seed, steps, batch_size, momentum, width,
-                       branch_layers, alpha, final_norm, dropout, eval_every, progress,
-                       desc)[1]
 
 
 def _branch_weights(block: nn.Module) -> torch.Tensor:

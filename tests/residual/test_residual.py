@@ -183,10 +183,22 @@ def tiny_data():
     return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
 
 
+def _make(variant, depth, **settings):
+    """``variants.make_model`` at the tests' small sizes (each can be overridden)."""
+    settings = {"in_features": 12, "num_classes": 3, "width": 8, "seed": 0, **settings}
+    return variants.make_model(variant, depth=depth, **settings)
+
+
+def _fit(variant, data, **settings):
+    settings = {"depth": 3, "width": 8, "seed": 0, "lr": 0.05, "steps": 5, "batch_size": 16,
+                "momentum": 0.9, **settings}
+    return variants.fit_variant(variant, data, **settings)
+
+
 @pytest.mark.parametrize("variant", variants.VARIANTS)
 def test_make_model_variants(variant):
-    model = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
-    again = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8)
+    model = _make(variant, depth=3, in_features=12, num_classes=3, width=8)
+    again = _make(variant, depth=3, in_features=12, num_classes=3, width=8)
     for p, q in zip(model.parameters(), again.parameters()):
         assert torch.equal(p, q)
     assert model(torch.randn(4, 12)).shape == (4, 3)
@@ -195,30 +207,30 @@ def test_make_model_variants(variant):
 def test_variants_start_as_identity_where_they_should():
     x = torch.randn(16, 8)
     for variant in ("skipinit", "bn-zero-gamma"):
-        model = variants.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        model = _make(variant, depth=2, in_features=12, num_classes=3, width=8)
         for block in model.blocks:
             assert torch.allclose(block(x), x, atol=1e-7)
-    none = variants.make_model("none", depth=2, in_features=12, num_classes=3, width=8)
+    none = _make("none", depth=2, in_features=12, num_classes=3, width=8)
     assert not torch.allclose(none.blocks[0](x), x)
 
 
 def test_every_variant_has_the_same_head_unless_asked():
     for variant in ("none", "skipinit", "bn", "bn-zero-gamma"):
-        model = variants.make_model(variant, depth=2, in_features=12, num_classes=3, width=8)
+        model = _make(variant, depth=2, in_features=12, num_classes=3, width=8)
         assert isinstance(model.final_norm, nn.Identity)
         assert isinstance(model.final_act, nn.ReLU)
     for variant in ("skipinit", "bn"):
-        with_norm = variants.make_model(variant, depth=2, in_features=12, num_classes=3,
+        with_norm = _make(variant, depth=2, in_features=12, num_classes=3,
                                         width=8, final_norm=True)
         assert isinstance(with_norm.final_norm, nn.BatchNorm1d)
-    a = variants.make_model("bn", depth=2, in_features=12, num_classes=3, width=8)
-    b = variants.make_model("bn", depth=2, in_features=12, num_classes=3, width=8,
+    a = _make("bn", depth=2, in_features=12, num_classes=3, width=8)
+    b = _make("bn", depth=2, in_features=12, num_classes=3, width=8,
                             final_norm=True)
     assert torch.equal(a.blocks[1].branch[2].weight, b.blocks[1].branch[2].weight)
 
 
 def test_depth_zero_is_the_same_shallow_network_for_every_variant():
-    nets = [variants.make_model(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
+    nets = [_make(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
             for v in ("none", "skipinit", "bn", "bn-zero-gamma")]
     x = torch.randn(5, 12)
     for net in nets:
@@ -230,12 +242,12 @@ def test_make_model_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    variants.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8, seed=5)
+    _make("skipinit", depth=2, in_features=12, num_classes=3, width=8, seed=5)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_zero_gamma_blocks_start_as_identity_and_every_branch_trains():
-    model = variants.make_model("bn-zero-gamma", depth=3, in_features=12, num_classes=3,
+    model = _make("bn-zero-gamma", depth=3, in_features=12, num_classes=3,
                                 width=8, branch_layers=2)
     for block in model.blocks:
         last = block.branch[-1]
@@ -243,20 +255,17 @@ def test_zero_gamma_blocks_start_as_identity_and_every_branch_trains():
         assert isinstance(block.branch[-2], nn.Linear)  # the zero gamma follows the last Linear
     data = tiny_data()
     for variant in ("bn-zero-gamma", "skipinit", "fixup"):
-        trained, h = variants.fit_variant(variant, data, depth=3, lr=0.05, steps=5,
-                                          batch_size=16, width=8, branch_layers=2)
-        initial = variants.make_model(variant, depth=3, in_features=12, num_classes=3, width=8,
+        trained, h = _fit(variant, data, branch_layers=2)
+        initial = _make(variant, depth=3, in_features=12, num_classes=3, width=8,
                                       branch_layers=2)
         change = variants.branch_weight_change(initial, trained)
         assert change.shape == (3,) and torch.all(change > 0), variant
         assert torch.all(variants.branch_weight_change(initial, initial) == 0)
-        assert h.test_acc == variants.train_variant(variant, data, depth=3, lr=0.05, steps=5,
-                                                    batch_size=16, width=8,
-                                                    branch_layers=2).test_acc
+        assert h.test_acc == _fit(variant, data, branch_layers=2)[1].test_acc
 
 
 def test_dropout_before_the_head():
-    model = variants.make_model("skipinit", depth=2, in_features=12, num_classes=3, width=8,
+    model = _make("skipinit", depth=2, in_features=12, num_classes=3, width=8,
                                 dropout=0.5)
     assert any(isinstance(m, nn.Dropout) for m in model.final_act.modules())
     x = torch.randn(6, 12)
@@ -264,16 +273,15 @@ def test_dropout_before_the_head():
     assert torch.equal(model(x), model(x))
 
 
-def test_train_variant_trains():
+def test_fit_variant_trains():
     data = tiny_data()
-    h = variants.train_variant("skipinit", data, depth=4, lr=0.05, steps=60, batch_size=16,
-                               width=16)
+    _, h = _fit("skipinit", data, depth=4, steps=60, width=16)
     assert h.trained(0.6)
 
 
 def test_lr_sweep_takes_a_variant_builder():
     data = tiny_data()
-    sweep = lr_sweep.lr_sweep(lambda: variants.make_model("skipinit", 2, 12, 3, width=8),
+    sweep = lr_sweep.lr_sweep(lambda: _make("skipinit", 2),
                               data, [0.05, 1e4, 1e5], steps=30, seed=0, threshold=0.4,
                               batch_size=16, stop_after=1)
     assert sweep.trains() == [True, False, False] and sweep.skipped == (False, False, True)
@@ -281,21 +289,21 @@ def test_lr_sweep_takes_a_variant_builder():
 
 
 @pytest.mark.parametrize("call, error, words", [
-    (lambda: variants.make_model("ln", 2), ValueError, "variant"),
-    (lambda: variants.make_model("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
-    (lambda: variants.make_model("skipinit", 2, seed=-1), ValueError, "seed"),
-    (lambda: variants.make_model("skipinit", 2, seed=1.0), TypeError, "seed"),
-    (lambda: variants.make_model("fixup", 2, final_norm=True), ValueError, "final_norm"),
-    (lambda: variants.make_model("bn", 2, final_norm=1), TypeError, "final_norm"),
-    (lambda: variants.make_model("skipinit", 2, dropout=1.0), ValueError, "dropout"),
-    (lambda: variants.make_model("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
-    (lambda: variants.train_variant("bn", "data", 2, 0.1), TypeError, "Dataset"),
+    (lambda: _make("ln", 2), ValueError, "variant"),
+    (lambda: _make("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
+    (lambda: _make("skipinit", 2, seed=-1), ValueError, "seed"),
+    (lambda: _make("skipinit", 2, seed=1.0), TypeError, "seed"),
+    (lambda: _make("fixup", 2, final_norm=True), ValueError, "final_norm"),
+    (lambda: _make("bn", 2, final_norm=1), TypeError, "final_norm"),
+    (lambda: _make("skipinit", 2, dropout=1.0), ValueError, "dropout"),
+    (lambda: _make("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
+    (lambda: _fit("bn", "data"), TypeError, "Dataset"),
     (lambda: variants.branch_weight_change(nn.Linear(2, 2), nn.Linear(2, 2)), TypeError,
      "blocks"),
-    (lambda: variants.branch_weight_change(variants.make_model("bn", 2),
-                                           variants.make_model("bn", 3)), ValueError, "blocks"),
-    (lambda: variants.branch_weight_change(variants.make_model("fixup", 2),
-                                           variants.make_model("fixup", 2)), ValueError, "zero"),
+    (lambda: variants.branch_weight_change(_make("bn", 2),
+                                           _make("bn", 3)), ValueError, "blocks"),
+    (lambda: variants.branch_weight_change(_make("fixup", 2),
+                                           _make("fixup", 2)), ValueError, "zero"),
 ])
 def test_residual_bad_input(call, error, words):
     with pytest.raises(error, match=words):
