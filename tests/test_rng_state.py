@@ -142,8 +142,9 @@ CALLS = {
     "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),
                                           _toy_data(), (0.1, 0.3), 5, seed=3, threshold=0.2,
                                           batch_size=32),
-    "train_mlp": lambda: small_batch.train_mlp(_toy_data(), seed=3, steps=4, batch_size=32,
-                                               lr=0.1, width=8, depth=1, ghost_size=8),
+    "train_mlp": lambda: small_batch.train_mlp(_toy_data(), seed=3, steps=4, norm="bn",
+                                               batch_size=32, lr=0.1, momentum=0.9, width=8,
+                                               depth=1, ghost_size=8),
 }
 
 

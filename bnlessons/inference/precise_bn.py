@@ -173,12 +173,15 @@ def ema_key(momentum: float, bias_correction: bool = False) -> str:
     return f"EMA decay {1 - momentum:g}" + (", corrected" if bias_correction else "")
 
 
-def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, epochs: int = 30,
-                   batch_size: int = 500, lr: float = 0.5, sgd_momentum: float = 0.9,
-                   ema_momenta: Sequence[float] = (0.01, 0.1), precise_samples: int = 2000,
-                   precise_batch: int = 500, progress: bool = True,
-                   corrected_momenta: Sequence[float] = ()) -> EmaVsPrecise:
+def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, *, epochs: int,
+                   batch_size: int, lr: float, sgd_momentum: float,
+                   ema_momenta: Sequence[float], precise_samples: int, precise_batch: int,
+                   corrected_momenta: Sequence[float] = (),
+                   progress: bool = True) -> EmaVsPrecise:
     """Train ``model`` (its BN layers' own momentum is irrelevant) and evaluate every epoch.
+
+    Every setting of the experiment is a keyword argument without a default:
+    the lesson that runs it states them.
 
     After each epoch the test accuracy is measured with an EMA of each
     momentum in ``ema_momenta`` (PyTorch's convention: weight of the new batch),

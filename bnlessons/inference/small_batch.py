@@ -185,12 +185,15 @@ def use_ghost_batchnorm(model: nn.Module, ghost_size: int, renorm: bool = False,
     return count
 
 
-def train_mlp(data: "Dataset", seed: int, steps: int, norm: Optional[str] = "bn",
+def train_mlp(data: "Dataset", *, seed: int, steps: int, norm: Optional[str], width: int,
+              depth: int, batch_size: int, lr: float, momentum: float,
               ghost_size: Optional[int] = None, renorm: bool = False,
-              renorm_options: Optional[dict] = None, width: int = 128, depth: int = 2,
-              batch_size: int = 128, lr: float = 0.1, momentum: float = 0.9,
+              renorm_options: Optional[dict] = None,
               progress: bool = False) -> tuple[nn.Module, "History"]:
     """Train one MLP of the small-batch experiments; returns ``(model, history)``.
+
+    Every setting of the experiment is a keyword argument without a default:
+    the lesson that runs it states them.
 
     ``norm`` is any of ``bnlessons.models.NORMS``. For BN, ``ghost_size``
     (the normalisation batch g) below ``batch_size`` swaps in

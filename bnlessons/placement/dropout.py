@@ -57,15 +57,15 @@ def monte_carlo_variance_ratio(x: torch.Tensor, p: float, generator: torch.Gener
     return float(inverted_dropout(x, p, generator).var() / x.var())
 
 
-def dropout_mlp(place: str, in_features: int = 784, num_classes: int = 10, width: int = 256,
-                depth: int = 3, p_drop: float = 0.5, norm: Optional[str] = "bn",
-                seed: int = 0) -> MLP:
+def dropout_mlp(place: str, *, in_features: int, num_classes: int, width: int, depth: int,
+                p_drop: float, seed: int, norm: Optional[str] = "bn") -> MLP:
     """A ``models.MLP`` with BN before each ReLU and dropout (rate ``p_drop``) in ``place``:
 
     ``"every"``: after every hidden layer, so every BN but the first reads dropped
     inputs (the arrangement Li et al. warn about); ``"last"``: only after the
     last hidden layer, after the last BN; ``"none"``: no dropout. Weights come
-    from ``seed`` (torch's global random state is left alone).
+    from ``seed`` (torch's global random state is left alone). The sizes, the
+    rate and the seed have no defaults: the lesson states them.
     """
     if place not in PLACES:
         raise ValueError(f"place must be one of {PLACES}, got {place!r}")

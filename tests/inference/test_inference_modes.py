@@ -153,13 +153,16 @@ def test_ema_vs_precise_small_run():
     y = (x[:, 0] > 0).long()
     data = Dataset("toy", x[:100], y[:100], x[100:], y[100:])
     result = pb.ema_vs_precise(data, seed=0, model=_mlp(), epochs=2, batch_size=50, lr=0.1,
+                               sgd_momentum=0.9, ema_momenta=(0.01, 0.1),
                                precise_samples=100, precise_batch=50, progress=False)
     assert result.epochs == [0, 1, 2]
     assert set(result.accuracy) == {"EMA decay 0.99", "EMA decay 0.9", "precise BN"}
     assert all(len(v) == 3 for v in result.accuracy.values())
     assert result.roughness("precise BN") > 0  # a 2-epoch run on toy data does move
     with pytest.raises(ValueError, match="divide"):
-        pb.ema_vs_precise(data, 0, _mlp(), epochs=1, batch_size=30, progress=False)
+        pb.ema_vs_precise(data, 0, _mlp(), epochs=1, batch_size=30, lr=0.1, sgd_momentum=0.9,
+                          ema_momenta=(0.1,), precise_samples=100, precise_batch=50,
+                          progress=False)
 
 
 def test_precise_bn_matches_swa_utils_update_bn_without_dropout():

@@ -31,12 +31,15 @@ def test_variance_ratio_closed_form_and_monte_carlo():
 
 def test_dropout_mlp_places_and_the_shift_it_causes():
     for place, drops in (("none", 0), ("every", 3), ("last", 1)):
-        model = dp.dropout_mlp(place, in_features=6, num_classes=3, width=8, depth=3)
+        model = dp.dropout_mlp(place, in_features=6, num_classes=3, width=8, depth=3,
+                               p_drop=0.5, seed=0)
         assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == drops
     with pytest.raises(ValueError, match="place"):
-        dp.dropout_mlp("middle")
+        dp.dropout_mlp("middle", in_features=6, num_classes=3, width=8, depth=3, p_drop=0.5,
+                       seed=0)
     # running statistics collected with dropout on, compared in eval mode: shifted
-    model = dp.dropout_mlp("every", in_features=6, num_classes=3, width=64, depth=2, seed=1)
+    model = dp.dropout_mlp("every", in_features=6, num_classes=3, width=64, depth=2,
+                           p_drop=0.5, seed=1)
     x = torch.relu(torch.randn(512, 6, generator=torch.Generator().manual_seed(2))) + 0.5
     model.train()
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm1d)):
