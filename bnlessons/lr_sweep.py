@@ -14,12 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-import torch
 from torch import nn
 
 from bnlessons.data import Dataset
-from bnlessons.train import train
 from bnlessons.reproducibility import seeded
+from bnlessons.train import train
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@
   activation, dropout, and the initial weight scale.
 * ``ResidualMLP`` / ``ResidualCNN``: stacks of ``ResidualBlock``, pre- or
   post-activation, each branch optionally multiplied by a scalar (SkipInit).
-* ``small_cnn``: two convolutions with BN, small enough to train on 8x8
-  digits in a second; a plain ``nn.Sequential``, indexed by layer.
+* ``small_cnn``: two convolutions with BN (before or after the nonlinearity,
+  or none), small enough to train on 8x8 digits in a second; a plain
+  ``nn.Sequential``, indexed by layer.
 
 Submodules have stable names (``blocks[i].linear``, ``.norm``, ``.act``) so
 that probes can hook, say, the input of every activation.
@@ -259,23 +260,30 @@ class ResidualCNN(nn.Module):
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, int] = (16, 32),
-              norm: bool = True) -> nn.Sequential:
-    """conv3x3 -> [BN] -> ReLU -> conv3x3 stride 2 -> [BN] -> ReLU -> average pool -> linear.
+              norm: bool = True, activation: str = "relu",
+              norm_position: str = "before") -> nn.Sequential:
+    """conv3x3 -> [BN] -> act -> conv3x3 stride 2 -> [BN] -> act -> average pool -> linear.
 
     Convolutions followed by BN have no bias (BN's mean subtraction would cancel it).
-    Layer indices: 0 conv, 1 BN, 2 ReLU, 3 conv, 4 BN, 5 ReLU, 6 pool, 7 flatten, 8 head.
+    Layer indices: 0 conv, 1 BN, 2 activation, 3 conv, 4 BN, 5 activation, 6 pool,
+    7 flatten, 8 head; ``norm=False`` keeps an ``nn.Identity`` where each BN was, so
+    the indices hold. ``norm_position="after"`` puts each BN after its nonlinearity
+    instead (indices 1 and 2, 4 and 5 swap; the convolutions keep their bias).
     """
     check_int(in_channels, "in_channels")
     check_int(num_classes, "num_classes")
     if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
         raise ValueError(f"channels must be two positive ints, got {channels!r}")
+    if norm_position not in ("before", "after"):
+        raise ValueError(f"norm_position must be 'before' or 'after', got {norm_position!r}")
     c1, c2 = channels
 
-    def norm_layer(c: int) -> nn.Module:
-        return nn.BatchNorm2d(c) if norm else nn.Identity()
+    def stage(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+        conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1,
+                         bias=not (norm and norm_position == "before"))
+        bn = nn.BatchNorm2d(c_out) if norm else nn.Identity()
+        act = make_activation(activation)
+        return [conv, bn, act] if norm_position == "before" else [conv, act, bn]
 
-    return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 3, padding=1, bias=not norm), norm_layer(c1), nn.ReLU(),
-        nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=not norm), norm_layer(c2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes),
-    )
+    return nn.Sequential(*stage(in_channels, c1, 1), *stage(c1, c2, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bnlessons._validate import check_module
-from bnlessons.models import MLP, make_activation
+from bnlessons.models import MLP, small_cnn
 from bnlessons.probes import capture_in_eval
 from bnlessons.reproducibility import seeded
 
@@ -25,10 +25,11 @@ def _check_position(position: str) -> None:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
 
 
-def placed_mlp(position: str, activation: str, in_features: int = 784, num_classes: int = 10,
-               width: int = 128, depth: int = 3, seed: int = 0) -> MLP:
+def placed_mlp(position: str, activation: str, *, in_features: int, num_classes: int,
+               width: int, depth: int, seed: int) -> MLP:
     """A ``models.MLP`` with BN in ``position``; He initialisation for ReLU, Glorot
-    otherwise. Weights come from ``seed``; torch's global random state is left alone."""
+    otherwise. Weights come from ``seed``; torch's global random state is left alone.
+    The sizes and the seed have no defaults: the lesson states them."""
     _check_position(position)
     with seeded(seed):
         return MLP(in_features, num_classes, width=width, depth=depth, activation=activation,
@@ -37,24 +38,16 @@ def placed_mlp(position: str, activation: str, in_features: int = 784, num_class
                    init="he" if activation == "relu" else "glorot")
 
 
-def placed_cnn(position: str, activation: str, in_channels: int = 1, num_classes: int = 10,
-               channels: tuple[int, int] = (16, 32), seed: int = 0) -> nn.Sequential:
-    """Two 3x3 convolutions (the second with stride 2) with BN in ``position``, global
-    average pooling and a linear head. Weights come from ``seed``."""
+def placed_cnn(position: str, activation: str, *, in_channels: int, num_classes: int,
+               channels: tuple[int, int], seed: int) -> nn.Sequential:
+    """``models.small_cnn`` with BN in ``position`` and the given nonlinearity: two 3x3
+    convolutions (the second with stride 2), global average pooling and a linear head.
+    Weights come from ``seed``; torch's global random state is left alone."""
     _check_position(position)
-
-    def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-        conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=position != "before")
-        if position == "none":
-            return [conv, make_activation(activation)]
-        if position == "before":
-            return [conv, nn.BatchNorm2d(c_out), make_activation(activation)]
-        return [conv, make_activation(activation), nn.BatchNorm2d(c_out)]
-
     with seeded(seed):
-        c1, c2 = channels
-        return nn.Sequential(*block(in_channels, c1, 1), *block(c1, c2, 2),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes))
+        return small_cnn(in_channels, num_classes, channels, norm=position != "none",
+                         activation=activation,
+                         norm_position="after" if position == "after" else "before")
 
 
 def nonlinearity_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

@@ -33,9 +33,9 @@ from torch import nn
 
 from bnlessons.data import Dataset
 from bnlessons.models import ResidualMLP
+from bnlessons.reproducibility import seeded
 from bnlessons.residual.fixup import FixupResidualMLP
 from bnlessons.train import History, train
-from bnlessons.reproducibility import seeded
 
 VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnlessons import checks
+from bnlessons import checks, models
 from bnlessons.models import ResidualBlock, ResidualMLP
 from bnlessons.placement import dropout as dp
 from bnlessons.placement import residual_blocks as rb
@@ -156,12 +156,14 @@ def test_block_signals_pre_and_post():
 def test_positions_build_what_they_say():
     from bnlessons.placement import positions as P
 
-    before = P.placed_mlp("before", "relu", in_features=6, num_classes=3, width=8, depth=2)
+    before = P.placed_mlp("before", "relu", in_features=6, num_classes=3, width=8, depth=2,
+                          seed=0)
     assert before.blocks[0].linear.bias is None and before.blocks[0].norm_position == "before"
-    after = P.placed_cnn("after", "relu", channels=(4, 8))
+    after = P.placed_cnn("after", "relu", in_channels=1, num_classes=3, channels=(4, 8), seed=0)
     kinds = [type(m).__name__ for m in after][:3]
     assert kinds == ["Conv2d", "ReLU", "BatchNorm2d"] and after[0].bias is not None
-    none = P.placed_cnn("none", "sigmoid", channels=(4, 8))
+    none = P.placed_cnn("none", "sigmoid", in_channels=1, num_classes=3, channels=(4, 8),
+                        seed=0)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in none)
     zs = P.nonlinearity_inputs(before, torch.randn(32, 6))
     assert len(zs) == 2 and zs[0].shape == (32, 8)
@@ -169,6 +171,10 @@ def test_positions_build_what_they_say():
     assert P.saturated_fraction(z) == pytest.approx(0.4)
     assert P.inactive_fraction(z) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="position"):
-        P.placed_mlp("middle", "relu")
+        P.placed_mlp("middle", "relu", in_features=6, num_classes=3, width=8, depth=2, seed=0)
+    before_cnn = P.placed_cnn("before", "relu", in_channels=1, num_classes=3, channels=(4, 8),
+                              seed=0)
+    assert [type(m).__name__ for m in before_cnn] == [
+        type(m).__name__ for m in models.small_cnn(1, 3, (4, 8))]  # it is models.small_cnn
     with pytest.raises(ValueError, match="no sigmoid"):
         P.nonlinearity_inputs(nn.Linear(3, 3), torch.randn(2, 3))
