@@ -237,10 +237,7 @@ class BatchNorm(nn.Module):
     def _update_running_stats(self, x: torch.Tensor) -> None:
         """PyTorch's update (``running_stats.pytorch_update``), without its input checks,
         which the forward pass has done already (and which would reject NaN)."""
-        self.num_batches_tracked += 1
-        weight = running_stats.new_batch_weight(self.momentum, int(self.num_batches_tracked))
         dims = reduce_dims(x)
         mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
-        unbiased_var = running_stats.unbiased(var, values_per_channel(x))
-        self.running_mean.copy_(running_stats.blend(self.running_mean, mean, weight))
-        self.running_var.copy_(running_stats.blend(self.running_var, unbiased_var, weight))
+        running_stats.update_buffers(self, mean,
+                                     running_stats.unbiased(var, values_per_channel(x)))

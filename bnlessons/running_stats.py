@@ -99,6 +99,23 @@ def new_batch_weight(momentum: Optional[float], num_batches_tracked: int) -> flo
     return _check_fraction(momentum, "momentum")
 
 
+@torch.no_grad()
+def update_buffers(layer: torch.nn.Module, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+    """PyTorch's training-mode update, in place, on a BN layer's buffers.
+
+    Counts the batch in ``layer.num_batches_tracked``, then blends
+    ``running_mean`` with the batch ``mean`` and ``running_var`` with the
+    batch's ``unbiased_var``, each with weight
+    ``new_batch_weight(layer.momentum, num_batches_tracked)``. The course's
+    reference ``BatchNorm`` and ghost BN both update their buffers here; the
+    caller computes the batch statistics (and has checked its input).
+    """
+    layer.num_batches_tracked += 1
+    weight = new_batch_weight(layer.momentum, int(layer.num_batches_tracked))
+    layer.running_mean.copy_(blend(layer.running_mean, mean, weight))
+    layer.running_var.copy_(blend(layer.running_var, unbiased_var, weight))
+
+
 def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
                    num_batches_tracked: int, x: torch.Tensor,
                    momentum: Optional[float] = 0.1) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -83,12 +83,9 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
     @torch.no_grad()
     def _update(self, group_mean: torch.Tensor, group_var: torch.Tensor) -> None:
         """group_mean, group_var: (groups, 1, C), the biased variance of each group."""
-        self.num_batches_tracked += 1
-        weight = running_stats.new_batch_weight(self.momentum, int(self.num_batches_tracked))
         mean = group_mean.mean(dim=(0, 1))
         var = running_stats.unbiased(group_var, self.ghost_size).mean(dim=(0, 1))
-        self.running_mean.copy_(running_stats.blend(self.running_mean, mean, weight))
-        self.running_var.copy_(running_stats.blend(self.running_var, var, weight))
+        running_stats.update_buffers(self, mean, var)
 
     def _affine(self, xhat: torch.Tensor) -> torch.Tensor:
         if self.affine:
