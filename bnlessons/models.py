@@ -5,6 +5,7 @@
   activation, dropout, and the initial weight scale.
 * ``ResidualMLP`` / ``ResidualCNN``: stacks of ``ResidualBlock``, pre- or
   post-activation, each branch optionally multiplied by a scalar (SkipInit).
+* ``bn_layers``: every BN layer of a network, by name.
 * ``small_cnn``: two convolutions with BN (before or after the nonlinearity,
   or none), small enough to train on 8x8 digits in a second; a plain
   ``nn.Sequential``, indexed by layer.
@@ -26,8 +27,9 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_int
+from bnlessons._validate import check_int, check_module
 from bnlessons.reference import BatchNorm
 
 NORMS = (None, "bn", "reference", "ln", "gn")
@@ -257,6 +259,13 @@ class ResidualCNN(nn.Module):
             x = block(x)
         x = self.final_act(self.final_norm(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
+    """Every batch-norm layer in ``model`` (BatchNorm1d/2d/3d and subclasses), by name,
+    in the order of ``model.named_modules()``."""
+    check_module(model)
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, int] = (16, 32),

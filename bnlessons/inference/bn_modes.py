@@ -6,7 +6,8 @@ its running statistics; in eval mode it applies a fixed affine map built from
 those running statistics. ``torch.no_grad()`` changes neither behaviour. The
 helpers here make the difference measurable without disturbing the model:
 
-* ``bn_layers`` / ``bn_buffers``: find every BN layer, snapshot its buffers.
+* ``bn_layers`` (from ``bnlessons.models``) / ``bn_buffers``: find every BN
+  layer, snapshot its buffers.
 * ``logits_with_batch_stats`` / ``accuracy_with_batch_stats``: what a model
   predicts if it is (wrongly) run in training mode in batches of a given size,
   computed on a copy so the caller's running statistics stay untouched.
@@ -24,15 +25,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons._validate import check_batch_size, check_module
+from bnlessons.models import bn_layers
 from bnlessons.train import eval_mode
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
-    """Every batch-norm layer in ``model`` (BatchNorm1d/2d/3d and subclasses), by name."""
-    check_module(model)
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
 
 def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from bnlessons import running_stats
 from bnlessons._validate import check_batch_size, check_int, check_module
 from bnlessons.data import Dataset
-from bnlessons.inference.bn_modes import bn_layers
+from bnlessons.models import bn_layers
 from bnlessons.train import eval_mode, evaluate, train
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bnlessons._validate import as_float_tensor, check_int, check_number
-from bnlessons.models import MLP
+from bnlessons.models import MLP, bn_layers
 from bnlessons.probes import capture_in_eval
 from bnlessons.reproducibility import seeded
 
@@ -86,8 +86,7 @@ def bn_variance_shift(model: nn.Module, x: torch.Tensor) -> list[float]:
     1 means the running statistics describe what the layer sees at test time;
     above 1, they were collected on inputs that varied more (dropout on).
     """
-    layers = {name: m for name, m in model.named_modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    layers = dict(bn_layers(model))
     if not layers:
         raise ValueError("model has no BN layer")
     seen = capture_in_eval(model, x, layers, capture="input")
