@@ -23,8 +23,9 @@ from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clean_env import isolate  # noqa: E402
 
+from bnlessons.reproducibility import KERNEL_NAME as KERNEL  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = "bnlessons"
 
 
 def notebooks(args: Sequence[str]) -> list[Path]:

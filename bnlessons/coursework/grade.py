@@ -37,8 +37,8 @@ from bnlessons.coursework.lesson import (
     read,
 )
 from bnlessons.coursework.student import KEY, _clean, student_notebook
+from bnlessons.reproducibility import KERNEL_NAME as KERNEL
 
-KERNEL = "bnlessons"
 CELL_TIMEOUT = 120
 VERDICT_RE = re.compile(r"^\[(PASS|FAIL|TODO)\] (.*)$", re.M)
 
