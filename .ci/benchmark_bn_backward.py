@@ -23,6 +23,7 @@ import platform
 
 import torch
 
+from bnlessons import measure
 from bnlessons.bn_math import timing
 
 DEFAULT_SHAPES = ((256, 512), (64, 512), (32, 64, 16, 16))
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    kept = False if args.no_keep_memory else timing.keep_freed_memory()
+    kept = False if args.no_keep_memory else measure.keep_freed_memory()
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, {args.threads} thread(s) of {os.cpu_count()} cores, "
           f"{platform.machine()}, {args.dtype}, {args.repeats} rounds x {args.number} calls, "

@@ -76,23 +76,31 @@ def _check_dout(dout: object, cache: Cache) -> torch.Tensor:
     return check_gradient_like(dout, cache.x, "dout")
 
 
-def backward(dout: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compact backward pass; returns ``(dx, dgamma, dbeta)``.
+def compact_backward(dout: torch.Tensor, xhat: torch.Tensor, inv_std: torch.Tensor,
+                     gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compact formula on plain tensors, without input checks; returns
+    ``(dx, dgamma, dbeta)``.
 
-    With g = dL/dxhat = gamma * dout and m values per channel,
+    ``backward`` checks its inputs and calls this; chapter 2's timing lesson
+    hands it to ``torch.compile`` as it is. With g = dL/dxhat = gamma * dout
+    and m values per channel,
     dx = inv_std / m * (m * g - sum(g) - xhat * sum(g * xhat)).
     """
-    dout = _check_dout(dout, cache)
-    x, xhat, inv_std = cache.x, cache.xhat, cache.inv_std
-    dims = reduce_dims(x)
-    m = values_per_channel(x)
+    dims = reduce_dims(xhat)
+    m = values_per_channel(xhat)
     dbeta = dout.sum(dim=dims)
     dgamma = (dout * xhat).sum(dim=dims)
-    g = dout * per_channel(cache.gamma, x)
-    sum_g = per_channel(g.sum(dim=dims), x)
-    sum_gx = per_channel((g * xhat).sum(dim=dims), x)
-    dx = per_channel(inv_std, x) / m * (m * g - sum_g - xhat * sum_gx)
+    g = dout * per_channel(gamma, xhat)
+    sum_g = per_channel(g.sum(dim=dims), xhat)
+    sum_gx = per_channel((g * xhat).sum(dim=dims), xhat)
+    dx = per_channel(inv_std, xhat) / m * (m * g - sum_g - xhat * sum_gx)
     return dx, dgamma, dbeta
+
+
+def backward(dout: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compact backward pass; returns ``(dx, dgamma, dbeta)`` (see ``compact_backward``)."""
+    dout = _check_dout(dout, cache)
+    return compact_backward(dout, cache.xhat, cache.inv_std, cache.gamma)
 
 
 def backward_staged(

@@ -7,7 +7,7 @@
   graph is stored and differentiated.
 * ``"native"``: autograd through ``torch.nn.functional.batch_norm``, whose
   backward is PyTorch's fused kernel.
-* ``"compiled"`` (on request, see ``COMPILED``): the compact formula passed
+* ``"compiled"`` (on request, see ``COMPILED``): ``reference.compact_backward``, passed
   through ``torch.compile``, which fuses its operations into generated C++
   loops; it needs a C++ compiler and a first compilation of about half a
   minute, which ``warm_compile`` can do ahead of time (the result is cached
@@ -17,18 +17,12 @@ Only the backward pass is timed: each forward pass runs once, outside the
 timer (autograd keeps its graph with ``retain_graph=True``). Each time is a
 median over repeats, which is robust to the odd slow run on a shared machine.
 
-Memory-bound operations on tensors of a few hundred kilobytes and more are
-dominated by *where* their output memory comes from. glibc hands large freed
-blocks back to the operating system, so the next allocation of that size
-page-faults afresh; whether it does depends on what else ran in between, and
-the timings become bimodal. ``keep_freed_memory`` asks glibc to keep freed
-memory for reuse, which makes the timings steady.
+The timer and the allocator setting that steadies it are the course's
+core measuring tools, in ``bnlessons.measure``.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import shutil
 import statistics
@@ -41,21 +35,10 @@ import torch.nn.functional as F
 
 from bnlessons import reference
 from bnlessons._validate import check_int
+from bnlessons.measure import median_time
 
 METHODS: tuple[str, ...] = ("staged", "compact", "autograd", "native")
 COMPILED = "compiled"  # the optional fifth method
-
-
-def compact_backward(dout: torch.Tensor, xhat: torch.Tensor, inv_std: torch.Tensor,
-                     gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compact formula as a pure function of tensors, for ``torch.compile``
-    (the same arithmetic as ``reference.backward`` on a cache, over dimension 0)."""
-    m = dout.shape[0]
-    dbeta = dout.sum(dim=0)
-    dgamma = (dout * xhat).sum(dim=0)
-    g = dout * gamma
-    dx = inv_std / m * (m * g - g.sum(dim=0) - xhat * (g * xhat).sum(dim=0))
-    return dx, dgamma, dbeta
 
 
 def can_compile() -> Optional[str]:
@@ -79,7 +62,8 @@ def quiet_compilation() -> Iterator[None]:
 
 
 def compiled_compact_backward() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``torch.compile(compact_backward)``; raises RuntimeError where ``can_compile`` says no.
+    """``torch.compile(reference.compact_backward)``; raises RuntimeError where
+    ``can_compile`` says no.
 
     Compilation happens at the first call (for each new shape and dtype);
     call it once inside ``quiet_compilation()`` to keep its log off stderr.
@@ -87,7 +71,7 @@ def compiled_compact_backward() -> Callable[..., tuple[torch.Tensor, torch.Tenso
     reason = can_compile()
     if reason is not None:
         raise RuntimeError(f"torch.compile cannot build CPU code here: {reason}")
-    return torch.compile(compact_backward)
+    return torch.compile(reference.compact_backward)
 
 
 def warm_compile(shape: Sequence[int] = (256, 512), dtype: torch.dtype = torch.float32) -> float:
@@ -96,52 +80,6 @@ def warm_compile(shape: Sequence[int] = (256, 512), dtype: torch.dtype = torch.f
     start = time.perf_counter()
     backward_callables(shape, dtype=dtype, compiled=True)  # compiles at the first call
     return time.perf_counter() - start
-
-
-_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
-_M_MMAP_THRESHOLD = -3
-
-
-def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
-    """Ask glibc's allocator to keep freed blocks up to ``limit_bytes`` for reuse.
-
-    Raises the thresholds above which glibc serves an allocation with a fresh
-    ``mmap`` and returns freed memory to the operating system. Affects the
-    whole process from now on (it only costs memory). Returns False, and
-    changes nothing, where the C library is not glibc (macOS, Windows, musl).
-    """
-    check_int(limit_bytes, "limit_bytes", 1)
-    path = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(path)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    mmap_limit = min(limit_bytes, 32 << 20)  # glibc caps this threshold at 32 MiB
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_limit)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, min(limit_bytes, 2**31 - 1)))
-
-
-def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 10,
-                warmup: int = 2) -> float:
-    """Median over ``repeats`` of the mean time of ``number`` calls of ``fn``, in seconds.
-
-    ``warmup`` calls run first and are not timed (first calls allocate memory).
-    """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    check_int(repeats, "repeats", 1)
-    check_int(number, "number", 1)
-    check_int(warmup, "warmup", 0)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - start) / number)
-    return statistics.median(times)
 
 
 def backward_callables(shape: Sequence[int], dtype: torch.dtype = torch.float32,

@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons._validate import check_module
 from bnlessons.inference.precise_bn import recompute_bn_stats
+from bnlessons.measure import median_time
 from bnlessons.train import eval_mode
 
 
@@ -171,12 +172,10 @@ def adapt_bn(model: nn.Module, x_unlabelled: torch.Tensor, batch_size: int = 500
 @torch.no_grad()
 def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: int = 15) -> float:
     """Seconds per eval-mode forward pass of ``model`` on ``x``, measured like every
-    timing of the course (``timing.median_time``: the median over ``repeats`` of
+    timing of the course (``measure.median_time``: the median over ``repeats`` of
     ``number`` calls, after a warm-up). Timings vary between machines and runs:
     print them, never compare them byte for byte.
     """
-    from bnlessons.bn_math.timing import median_time
-
     check_module(model, "model")
     with eval_mode(model):
         return median_time(lambda: model(x), repeats=repeats, number=number, warmup=1)

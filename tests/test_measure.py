@@ -1,0 +1,31 @@
+"""bnlessons.measure: the course's timer and the allocator setting for timings."""
+import sys
+import time
+
+import pytest
+
+from bnlessons import measure
+
+
+def test_median_time_counts_calls_and_validates():
+    calls = []
+    t = measure.median_time(lambda: calls.append(1), repeats=3, number=2, warmup=1)
+    assert t > 0 and len(calls) == 1 + 3 * 2
+    with pytest.raises(TypeError, match="fn must be callable"):
+        measure.median_time(None)
+    with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+        measure.median_time(lambda: None, repeats=0)
+    with pytest.raises(TypeError, match="number must be an int >= 1"):
+        measure.median_time(lambda: None, number=1.5)
+
+
+def test_median_time_measures_a_known_duration():
+    t = measure.median_time(lambda: time.sleep(0.004), repeats=3, number=2, warmup=0)
+    assert 0.004 <= t < 0.05  # a sleep never ends early; a busy machine may add some
+
+
+def test_keep_freed_memory():
+    # glibc's mallopt exists on Linux, so the call takes effect there and reports it
+    assert measure.keep_freed_memory() is sys.platform.startswith("linux")
+    with pytest.raises(ValueError, match="limit_bytes"):
+        measure.keep_freed_memory(0)
