@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from bnlessons._validate import reduce_dims
 from bnlessons.train import eval_mode
 
 
@@ -89,7 +90,7 @@ def percentiles(values: torch.Tensor, qs: Sequence[float] = (15, 50, 85)) -> tor
 
 def unit_stats(values: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-unit mean and (biased) variance over every dimension but 1."""
-    dims = (0,) + tuple(range(2, values.dim()))
+    dims = reduce_dims(values)
     return {"mean": values.mean(dim=dims), "var": values.var(dim=dims, unbiased=False)}
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import as_float_tensor, check_int
+from bnlessons._validate import as_float_tensor, check_int, reduce_dims
 from bnlessons.models import ResidualBlock
 
 DESIGNS = ("linear", "bn-linear", "bn-relu-linear", "relu-linear")
@@ -103,7 +103,7 @@ def _blocks_of(blocks: object) -> list[ResidualBlock]:
 
 def _channel_stats(x: torch.Tensor) -> tuple[float, float]:
     """Average over channels of the batch variance, and of the squared batch mean."""
-    dims = (0,) + tuple(range(2, x.dim()))
+    dims = reduce_dims(x)
     var = x.var(dim=dims, unbiased=False).mean()
     mean_sq = (x.mean(dim=dims) ** 2).mean()
     return float(var), float(mean_sq)
