@@ -6,14 +6,22 @@ names the argument and shows what was given.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
-def as_float_tensor(x: object, name: str) -> torch.Tensor:
-    """Return ``x`` if it is a floating-point tensor, else raise a clear error."""
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` if it is a ``torch.Tensor`` of any dtype, else raise a ``TypeError``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def as_float_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` if it is a floating-point tensor, else raise a clear error."""
+    check_tensor(x, name)
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}; "
@@ -73,11 +81,8 @@ def check_channel_param(p: object, name: str, channels: int, like: torch.Tensor)
 
 
 def check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    return float(eps)
+    """The constant added to the variance before the square root: a finite number >= 0."""
+    return check_nonnegative(eps, "eps")
 
 
 def reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -90,21 +95,92 @@ def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """An int (not a bool) of at least ``minimum``; the error names the argument."""
+def check_int(value: object, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An int (not a bool) of at least ``minimum`` and, if given, at most ``maximum``.
+
+    The error names the argument and shows what was given.
+    """
+    want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} "
-                        f"({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise TypeError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {want}, got {value!r}")
     return value
 
 
-def check_number(value: object, name: str) -> float:
-    """A real number (not a bool), returned as a float."""
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """How a range reads in a message: '> 0', '>= 0', '(0, 1]', '[0, 1)' and so on."""
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_number(value: object, name: str, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """A finite real number (not a bool), optionally within bounds; returned as a float.
+
+    ``low`` and ``high`` bound the value (``None``: no bound); ``low_open`` and
+    ``high_open`` exclude the bound itself. An int or float is accepted (a bool
+    is not, though Python counts it as an int, because ``True`` given for a
+    learning rate is a mistake, not a 1). NaN and inf are bad values: every
+    number this package takes is a finite setting, and either would turn the
+    result into NaN instead of an error.
+    """
+    want = f"a finite number{_interval(low, high, low_open, high_open)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    return float(value)
+        raise TypeError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return v
+
+
+def check_positive(value: object, name: str) -> float:
+    """A finite number > 0: a learning rate, a step size, a scale, a standard deviation."""
+    return check_number(value, name, low=0, low_open=True)
+
+
+def check_nonnegative(value: object, name: str) -> float:
+    """A finite number >= 0: a noise amplitude, a decay, a mean squared gradient."""
+    return check_number(value, name, low=0)
+
+
+def check_fraction(value: object, name: str, *, zero: bool = True, one: bool = True) -> float:
+    """A number in [0, 1]: a probability, a momentum, an accuracy.
+
+    ``zero=False`` excludes 0 and ``one=False`` excludes 1, for the settings
+    where either end means something else (a keep probability of 0 keeps
+    nothing; a dropout probability of 1 drops everything).
+    """
+    return check_number(value, name, low=0, high=1, low_open=not zero, high_open=not one)
+
+
+def check_pair(value: object, name: str, *, low: float | None = None) -> tuple[float, float]:
+    """A range ``(a, b)`` of two finite numbers with ``a <= b``, each at least ``low`` if given.
+
+    A tuple or list of two numbers is accepted; anything else is a
+    ``TypeError``, and a list of another length a ``ValueError``.
+    """
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a pair (low, high) of numbers, got {value!r} "
+                        f"({type(value).__name__})")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {len(value)} "
+                         f"values: {value!r}")
+    a = check_number(value[0], f"{name}[0]", low=low)
+    b = check_number(value[1], f"{name}[1]", low=low)
+    if a > b:
+        raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value!r}")
+    return a, b
 
 
 def check_bool(value: object, name: str) -> bool:

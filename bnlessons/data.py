@@ -23,7 +23,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from bnlessons._validate import check_int
+from bnlessons._validate import check_batch_size, check_int
 
 SPLIT_SEED = 0  # the permutation that fixes every train/test split
 
@@ -70,9 +70,12 @@ def as_images(dataset: Dataset, shape: tuple[int, ...]) -> Dataset:
     flat 8x8 digits), for convolutional networks. The values are not copied."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a data.Dataset, got {type(dataset).__name__}")
-    if (not isinstance(shape, tuple) or not shape
-            or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape)):
-        raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
+    if not isinstance(shape, tuple):
+        raise TypeError(f"shape must be a tuple of positive ints, got {shape!r}")
+    if not shape:
+        raise ValueError("shape is empty: give a tuple of positive ints such as (1, 8, 8)")
+    for i, d in enumerate(shape):
+        check_int(d, f"shape[{i}]", 1)
     if int(np.prod(shape)) != dataset.num_features:
         raise ValueError(f"shape {shape} has {int(np.prod(shape))} values per example; "
                          f"{dataset.name} has {dataset.num_features}")
@@ -218,8 +221,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
     ``batch_size`` independent uniform draws instead, so an example can
     appear twice in a batch and there are no epochs.
     """
-    if batch_size < 1 or batch_size > len(y):
-        raise ValueError(f"batch_size must be in [1, {len(y)}], got {batch_size}")
+    check_batch_size(batch_size, len(y))
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if replacement:

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from torch import nn
 
+from bnlessons._validate import check_fraction, check_int, check_number, check_positive
 from bnlessons.data import Dataset
 from bnlessons.reproducibility import seeded
 from bnlessons.train import train
@@ -45,11 +46,9 @@ class Sweep:
 
 def geometric_grid(start: float, stop: float, factor: float = 2.0) -> tuple[float, ...]:
     """``start, start*factor, ...`` up to and including ``stop`` (within rounding)."""
-    for value, name in ((start, "start"), (stop, "stop")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not factor > 1:
-        raise ValueError(f"factor must be > 1, got {factor!r}")
+    check_positive(start, "start")
+    check_positive(stop, "stop")
+    check_number(factor, "factor", low=1, low_open=True)
     if stop < start:
         raise ValueError(f"stop ({stop}) must be >= start ({start})")
     count = int(math.floor(math.log(stop / start) / math.log(factor) + 1e-9)) + 1
@@ -70,16 +69,14 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
     if isinstance(build_model, nn.Module) or not callable(build_model):
         raise TypeError("build_model must be callable and return a new model (for example "
                         f"lambda: MLP(...)), got {type(build_model).__name__}")
-    lrs = tuple(float(lr) for lr in lrs)
-    if not lrs or any(not lr > 0 for lr in lrs):
-        raise ValueError(f"lrs must be a non-empty sequence of positive numbers, got {lrs}")
+    lrs = tuple(check_positive(lr, f"lrs[{i}]") for i, lr in enumerate(lrs))
+    if not lrs:
+        raise ValueError("lrs is empty: give at least one learning rate")
     if list(lrs) != sorted(lrs):
         raise ValueError(f"lrs must be in ascending order, got {lrs}")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold is a test accuracy in (0, 1], got {threshold!r}")
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
-                                   or stop_after < 1):
-        raise ValueError(f"stop_after must be None or an int >= 1, got {stop_after!r}")
+    check_fraction(threshold, "threshold", zero=False)
+    if stop_after is not None:
+        check_int(stop_after, "stop_after", 1)
     accs, diverged, skipped, trained = [], [], [], []
     failures = 0
     for lr in lrs:

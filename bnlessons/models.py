@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_int, check_module
+from bnlessons._validate import check_fraction, check_int, check_module, check_positive
 from bnlessons.reference import BatchNorm
 
 NORMS = (None, "bn", "reference", "ln", "gn")
@@ -72,12 +72,11 @@ def init_weights(module: nn.Module, init: InitSpec) -> None:
     """
     if init == "default":
         return
-    if not isinstance(init, (str, float, int)) or isinstance(init, bool):
-        raise ValueError(f"init must be 'default', 'he', 'glorot' or a float, got {init!r}")
-    if isinstance(init, str) and init not in ("he", "glorot"):
-        raise ValueError(f"init must be 'default', 'he', 'glorot' or a float, got {init!r}")
-    if not isinstance(init, str) and not init > 0:
-        raise ValueError(f"an init standard deviation must be > 0, got {init}")
+    if isinstance(init, str):
+        if init not in ("he", "glorot"):
+            raise ValueError(f"init must be 'default', 'he', 'glorot' or a float, got {init!r}")
+    else:
+        check_positive(init, "init (a standard deviation)")
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             if init == "he":
@@ -126,8 +125,7 @@ class MLP(nn.Module):
         check_int(num_classes, "num_classes", 2)
         check_int(width, "width")
         check_int(depth, "depth", 0)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_fraction(dropout, "dropout", one=False)
         sizes = [in_features] + [width] * depth
         self.blocks = nn.ModuleList(
             HiddenBlock(a, width, activation, norm, norm_position, dropout) for a in sizes[:-1]
@@ -281,8 +279,10 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10, channels: tuple[int, 
     """
     check_int(in_channels, "in_channels")
     check_int(num_classes, "num_classes")
-    if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
+    if len(channels) != 2:
         raise ValueError(f"channels must be two positive ints, got {channels!r}")
+    for i, c in enumerate(channels):
+        check_int(c, f"channels[{i}]", 1)
     if norm_position not in ("before", "after"):
         raise ValueError(f"norm_position must be 'before' or 'after', got {norm_position!r}")
     c1, c2 = channels

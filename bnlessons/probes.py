@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bnlessons._validate import reduce_dims
+from bnlessons._validate import check_module, check_tensor, reduce_dims
 from bnlessons.train import eval_mode
 
 
@@ -32,9 +32,7 @@ class ActivationRecorder:
         if not modules:
             raise ValueError("modules is empty: name at least one module to record")
         for name, module in modules.items():
-            if not isinstance(module, nn.Module):
-                raise TypeError(f"modules[{name!r}] must be an nn.Module, got "
-                                f"{type(module).__name__}")
+            check_module(module, f"modules[{name!r}]")
         self.capture = capture
         self.last: dict[str, torch.Tensor] = {}
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
@@ -80,8 +78,9 @@ def activation_inputs(model: nn.Module) -> dict[str, nn.Module]:
 
 def percentiles(values: torch.Tensor, qs: Sequence[float] = (15, 50, 85)) -> torch.Tensor:
     """Percentiles over the batch dimension: (N, ...) -> (len(qs), ...)."""
-    if not isinstance(values, torch.Tensor) or values.dim() < 1 or values.shape[0] < 1:
-        raise ValueError("values must be a tensor with a non-empty batch dimension 0")
+    if check_tensor(values, "values").dim() < 1 or values.shape[0] < 1:
+        raise ValueError(f"values must have a non-empty batch dimension 0, "
+                         f"got shape {tuple(values.shape)}")
     q = torch.tensor([float(v) / 100.0 for v in qs], dtype=torch.float64)
     if (q < 0).any() or (q > 1).any():
         raise ValueError(f"percentiles must lie in [0, 100], got {tuple(qs)}")
@@ -113,8 +112,9 @@ def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
     (len(qs), units), and each unit's mean and variance, under the keys
     ``"<name>/percentiles"``, ``"<name>/mean"`` and ``"<name>/var"``.
     """
-    if not isinstance(x_probe, torch.Tensor) or x_probe.shape[0] < 2:
-        raise ValueError("x_probe must be a tensor holding a batch of at least 2 examples")
+    if check_tensor(x_probe, "x_probe").dim() < 1 or x_probe.shape[0] < 2:
+        raise ValueError(f"x_probe must hold a batch of at least 2 examples, "
+                         f"got shape {tuple(x_probe.shape)}")
 
     def record(model: nn.Module, step: int) -> dict[str, torch.Tensor]:
         seen = capture_in_eval(model, x_probe, modules, capture)

@@ -23,6 +23,7 @@ from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
     check_eps,
+    check_fraction,
     check_gradient_like,
     check_int,
     check_training_batch,
@@ -176,8 +177,8 @@ class BatchNorm(nn.Module):
     ) -> None:
         super().__init__()
         check_int(num_features, "num_features")
-        if momentum is not None and not (0.0 <= float(momentum) <= 1.0):
-            raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
+        if momentum is not None:
+            check_fraction(momentum, "momentum")
         self.num_features = num_features
         self.eps = check_eps(eps)
         self.momentum = momentum

@@ -94,7 +94,9 @@ def write_kernelspec(kernels_dir: os.PathLike | str, name: str = KERNEL_NAME,
     the pins hold whoever starts it: JupyterLab, nbval or a script.
     ``argv_prefix`` goes before the interpreter (an emulator, for instance).
     """
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name must be letters, digits, '-' or '_', got {name!r}")
     folder = Path(kernels_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,10 +149,7 @@ def _inline_figures() -> None:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch and return a torch generator seeded alike."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+    check_int(seed, "seed", 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -207,8 +206,6 @@ def setup(seed: int = 0, threads: int = 1) -> torch.Generator:
     figures inline in a notebook and sets the course's figure style. Prints
     one line to stderr when the numeric pins are not in effect.
     """
-    if isinstance(threads, bool) or not isinstance(threads, int):
-        raise TypeError(f"threads must be an int, got {type(threads).__name__}")
     check_int(threads, "threads")
     generator = seed_everything(seed)
     torch.set_num_threads(threads)

@@ -28,9 +28,11 @@ from typing import Iterable, Optional
 import torch
 
 from bnlessons._validate import (
-    as_float_tensor,
     check_bn_input,
+    check_channel_param,
+    check_fraction,
     check_int,
+    check_positive,
     reduce_dims,
     values_per_channel,
 )
@@ -57,24 +59,9 @@ def unbiased(var: torch.Tensor, m: int) -> torch.Tensor:
 
 def _check_running(running_mean: object, running_var: object,
                    x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    running_mean = as_float_tensor(running_mean, "running_mean")
-    running_var = as_float_tensor(running_var, "running_var")
     channels = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        if tuple(t.shape) != (channels,):
-            raise ValueError(f"{name} must have shape ({channels},), one value per channel "
-                             f"of x, got {tuple(t.shape)}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
-    return running_mean, running_var
-
-
-def _check_fraction(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
+    return (check_channel_param(running_mean, "running_mean", channels, x),
+            check_channel_param(running_var, "running_var", channels, x))
 
 
 def blend(running: torch.Tensor, batch: torch.Tensor, weight: float) -> torch.Tensor:
@@ -91,12 +78,9 @@ def new_batch_weight(momentum: Optional[float], num_batches_tracked: int) -> flo
     """PyTorch's weight of a new batch: ``momentum``, or ``1 / num_batches_tracked``
     (counting this batch) when ``momentum is None``, which gives a plain average."""
     if momentum is None:
-        if isinstance(num_batches_tracked, bool) or not isinstance(num_batches_tracked, int) \
-                or num_batches_tracked < 1:
-            raise ValueError(f"num_batches_tracked must be an int >= 1 (this batch included), "
-                             f"got {num_batches_tracked!r}")
+        check_int(num_batches_tracked, "num_batches_tracked (this batch included)", 1)
         return 1.0 / num_batches_tracked
-    return _check_fraction(momentum, "momentum")
+    return check_fraction(momentum, "momentum")
 
 
 @torch.no_grad()
@@ -131,9 +115,7 @@ def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
     """
     x = check_bn_input(x, "x")
     running_mean, running_var = _check_running(running_mean, running_var, x)
-    if isinstance(num_batches_tracked, bool) or not isinstance(num_batches_tracked, int) \
-            or num_batches_tracked < 0:
-        raise ValueError(f"num_batches_tracked must be an int >= 0, got {num_batches_tracked!r}")
+    check_int(num_batches_tracked, "num_batches_tracked", 0)
     count = num_batches_tracked + 1
     weight = new_batch_weight(momentum, count)
     mean, var, m = batch_moments(x)
@@ -150,7 +132,7 @@ def cs231n_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torc
     """
     x = check_bn_input(x, "x")
     running_mean, running_var = _check_running(running_mean, running_var, x)
-    weight = 1.0 - _check_fraction(momentum, "momentum")
+    weight = 1.0 - check_fraction(momentum, "momentum")
     mean, var, _ = batch_moments(x)
     return blend(running_mean, mean, weight), blend(running_var, var, weight)
 
@@ -164,7 +146,7 @@ def ema_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.T
     """
     x = check_bn_input(x, "x")
     running_mean, running_var = _check_running(running_mean, running_var, x)
-    weight = 1.0 - _check_fraction(decay, "decay")
+    weight = 1.0 - check_fraction(decay, "decay")
     mean, var, m = batch_moments(x)
     if unbiased_var:
         var = unbiased(var, m)
@@ -200,7 +182,7 @@ def ema_weight_of_start(decay: float, steps: int) -> float:
     A running average that starts at v0 and is then fed a constant value v
     reads ``decay**steps * v0 + (1 - decay**steps) * v``.
     """
-    decay = _check_fraction(decay, "decay")
+    decay = check_fraction(decay, "decay")
     check_int(steps, "steps", 0)
     return decay ** steps
 
@@ -218,12 +200,11 @@ def ema_variance_standard_error(decay: float, steps: int, true_var: float, m: in
     over ``features`` independent features divides it by ``features``.
     Monte Carlo checks of :func:`ema_update` use it to set their tolerance.
     """
-    decay = _check_fraction(decay, "decay")
+    decay = check_fraction(decay, "decay")
     check_int(steps, "steps", 0)
     check_int(m, "m", 2)
     check_int(features, "features", 1)
-    if not true_var > 0:
-        raise ValueError(f"true_var must be > 0, got {true_var!r}")
+    check_positive(true_var, "true_var")
     var_s = 2 * true_var ** 2 / (m - 1) * (1.0 if use_unbiased else ((m - 1) / m) ** 2)
     if decay == 1.0:
         return 0.0

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import check_int, check_module
+from bnlessons._validate import check_fraction, check_int, check_module, check_positive
 from bnlessons.data import Dataset, batches
 from bnlessons.progress import progress_bar
 from bnlessons.reproducibility import derive_seed, seeded
@@ -72,9 +72,7 @@ class History:
     def trained(self, min_accuracy: float) -> bool:
         """Did this run train? Its loss stayed finite and its final test accuracy
         reached ``min_accuracy``. The one rule the lessons and ``lr_sweep`` use."""
-        if isinstance(min_accuracy, bool) or not isinstance(min_accuracy, (int, float)) \
-                or not 0.0 <= min_accuracy <= 1.0:
-            raise ValueError(f"min_accuracy is a test accuracy in [0, 1], got {min_accuracy!r}")
+        check_fraction(min_accuracy, "min_accuracy")
         return not self.diverged and self.final_acc >= min_accuracy
 
     def first_step_reaching(self, accuracy: float) -> Optional[int]:
@@ -127,8 +125,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
     ``decay_only`` names the parameters (as in ``model.named_parameters()``)
     that get ``weight_decay``; the others get none. ``None`` decays all.
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    check_positive(lr, "lr")
     if name not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
     named = dict(model.named_parameters())
@@ -152,8 +149,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
 
 
 def eval_steps(steps: int, eval_every: int) -> set[int]:
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    check_int(eval_every, "eval_every", 1)
     return set(range(0, steps + 1, eval_every)) | {steps}
 
 

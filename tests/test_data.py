@@ -107,8 +107,12 @@ def test_as_images_reshapes_and_validates():
     assert torch.equal(images.x_test.flatten(1), digits.x_test)
     with pytest.raises(ValueError, match="64"):
         data.as_images(digits, (1, 7, 7))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(TypeError, match="shape must be a tuple"):
         data.as_images(digits, [1, 8, 8])
+    with pytest.raises(ValueError, match=r"shape\[1\] must be an int >= 1"):
+        data.as_images(digits, (64, 0))
+    with pytest.raises(ValueError, match="shape is empty"):
+        data.as_images(digits, ())
 
 
 def test_fewer_training_examples():

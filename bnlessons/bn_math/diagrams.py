@@ -33,10 +33,14 @@ def draw_graph(nodes: Mapping[str, Point], edges: Sequence[tuple[str, str]],
     if not nodes:
         raise ValueError("nodes is empty: give each node a position (x, y)")
     for name, pos in nodes.items():
-        if not (isinstance(pos, (tuple, list)) and len(pos) == 2):
+        if not isinstance(pos, (tuple, list)):
+            raise TypeError(f"nodes[{name!r}] must be a position (x, y), got {pos!r}")
+        if len(pos) != 2:
             raise ValueError(f"nodes[{name!r}] must be a position (x, y), got {pos!r}")
     for edge in edges:
-        if not (isinstance(edge, (tuple, list)) and len(edge) == 2):
+        if not isinstance(edge, (tuple, list)):
+            raise TypeError(f"each edge must be a pair (source, target), got {edge!r}")
+        if len(edge) != 2:
             raise ValueError(f"each edge must be a pair (source, target), got {edge!r}")
         missing = [n for n in edge if n not in nodes]
         if missing:

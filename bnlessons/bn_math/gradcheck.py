@@ -25,6 +25,8 @@ from bnlessons._validate import (
     check_channel_param,
     check_eps,
     check_gradient_like,
+    check_positive,
+    check_tensor,
     check_training_batch,
     per_channel,
     reduce_dims,
@@ -90,18 +92,16 @@ def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
         raise TypeError(f"x must be float64 for finite differences, got {x.dtype}; "
                         "use x.double()")
     dout = as_float_tensor(dout, "dout")
-    if isinstance(h, bool) or not isinstance(h, (int, float)) or not h > 0:
-        raise ValueError(f"h must be a positive number, got {h!r}")
+    check_positive(h, "h")
     if x.numel() > 20_000:
         raise ValueError(f"x has {x.numel()} entries; finite differences need two forward "
                          "passes per entry, so use at most 20,000")
 
     def loss(v: torch.Tensor) -> float:
         out = f(v)
-        if not isinstance(out, torch.Tensor) or out.shape != dout.shape:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if check_tensor(out, "f(x)").shape != dout.shape:
             raise ValueError(f"f(x) must return a tensor of the shape of dout "
-                             f"{tuple(dout.shape)}, got {shape}")
+                             f"{tuple(dout.shape)}, got {tuple(out.shape)}")
         return float((out.double() * dout.double()).sum())
 
     base = x.detach().clone()

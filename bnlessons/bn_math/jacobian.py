@@ -28,7 +28,14 @@ import torch
 from torch import nn
 
 from bnlessons import reference
-from bnlessons._validate import as_float_tensor, check_eps, check_module, check_number
+from bnlessons._validate import (
+    as_float_tensor,
+    check_eps,
+    check_int,
+    check_module,
+    check_number,
+    check_pair,
+)
 
 
 def _check_column(x: object) -> torch.Tensor:
@@ -213,8 +220,8 @@ def singular_value_summary(jacobians: list[torch.Tensor],
     """
     if not jacobians:
         raise ValueError("singular_value_summary needs at least one Jacobian")
-    low, high = band
-    if not 0 <= low < high:
+    low, high = check_pair(band, "band", low=0)
+    if not low < high:
         raise ValueError(f"band must be (low, high) with 0 <= low < high, got {band!r}")
     sv = torch.linalg.svdvals(torch.cat(list(jacobians))).flatten().double()
     gains = torch.stack([(j.double() ** 2).sum((-2, -1)).mean() / j.shape[-1] for j in jacobians])
@@ -232,8 +239,7 @@ def correlation_eigenvalues(model: nn.Module, x: torch.Tensor, layer: int) -> to
     still spreads them over about ``(1 +- sqrt(width / N))^2``.
     """
     blocks = _bn_mlp_parts(model)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(blocks):
-        raise ValueError(f"layer must be an int in [0, {len(blocks) - 1}], got {layer!r}")
+    check_int(layer, "layer", 0, len(blocks) - 1)
     x = as_float_tensor(x, "x")
     z = _pre_activations(blocks, x)[layer].double()
     if len(z) <= z.shape[1]:

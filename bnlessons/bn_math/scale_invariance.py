@@ -28,7 +28,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bnlessons._validate import as_float_tensor, check_int
+from bnlessons._validate import (
+    as_float_tensor,
+    check_eps,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 from bnlessons.reference import BatchNorm
 
 
@@ -64,9 +70,7 @@ def row_gradient_cosines(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tens
 
 def effective_lr(lr: float, weight: torch.Tensor) -> torch.Tensor:
     """``lr / |w_j|^2`` for each row: the learning rate the row's *direction* sees."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    return float(lr) / row_norms(weight) ** 2
+    return check_positive(lr, "lr") / row_norms(weight) ** 2
 
 
 def linear_bn_layer(in_features: int, out_features: int, eps: float = 0.0,
@@ -80,10 +84,9 @@ def linear_bn_layer(in_features: int, out_features: int, eps: float = 0.0,
     """
     check_int(in_features, "in_features")
     check_int(out_features, "out_features")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    eps = check_eps(eps)
     layer = nn.Sequential(nn.Linear(in_features, out_features, bias=False, dtype=dtype),
-                          BatchNorm(out_features, eps=float(eps), dtype=dtype))
+                          BatchNorm(out_features, eps=eps, dtype=dtype))
     return layer.train()
 
 
@@ -98,8 +101,7 @@ def scaled_weight_gradients(layer: nn.Sequential, u: torch.Tensor, upstream: tor
     if not (isinstance(layer, nn.Sequential) and len(layer) == 2
             and isinstance(layer[0], nn.Linear)):
         raise TypeError("layer must be the nn.Sequential(Linear, BatchNorm) of linear_bn_layer")
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not a > 0:
-        raise ValueError(f"a must be a positive number, got {a!r}")
+    check_positive(a, "a")
     u = as_float_tensor(u, "u")
     upstream = as_float_tensor(upstream, "upstream")
     linear, norm = layer[0], layer[1]
@@ -159,18 +161,15 @@ def equilibrium_norm_sq(lr: float, weight_decay: float, mean_grad_sq: float) -> 
     _check_lr_wd(lr, weight_decay)
     if not weight_decay > 0:
         raise ValueError("without weight decay there is no equilibrium: the norm only grows")
-    if isinstance(mean_grad_sq, bool) or not isinstance(mean_grad_sq, (int, float)) \
-            or not mean_grad_sq >= 0:
-        raise ValueError(f"mean_grad_sq must be a number >= 0, got {mean_grad_sq!r}")
+    check_nonnegative(mean_grad_sq, "mean_grad_sq")
     return lr * mean_grad_sq / (weight_decay * (2 - lr * weight_decay))
 
 
 def _check_lr_wd(lr: object, weight_decay: object) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-            or not 0 <= weight_decay < 1 / lr:
-        raise ValueError(f"weight_decay must be in [0, 1/lr), got {weight_decay!r}")
+    check_positive(lr, "lr")
+    if not check_nonnegative(weight_decay, "weight_decay") < 1 / lr:
+        raise ValueError(f"weight_decay must be in [0, 1/lr) = [0, {1 / lr:g}), "
+                         f"got {weight_decay!r}")
 
 
 class RowNormTracker:

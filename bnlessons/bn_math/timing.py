@@ -93,9 +93,10 @@ def backward_callables(shape: Sequence[int], dtype: torch.dtype = torch.float32,
     shapes; its first call compiles (quietly).
     """
     shape = tuple(shape)
-    if len(shape) not in (2, 3, 4) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                                            for s in shape):
+    if len(shape) not in (2, 3, 4):
         raise ValueError(f"shape must be 2 to 4 positive ints (N, C[, H, W]), got {shape!r}")
+    for i, s in enumerate(shape):
+        check_int(s, f"shape[{i}]", 1)
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     g = torch.Generator().manual_seed(seed)

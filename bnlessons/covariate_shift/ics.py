@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import check_module
+from bnlessons._validate import check_module, check_positive, check_tensor
 from bnlessons.probes import capture_in_eval, percentiles
 from bnlessons.train import Recorder
 
@@ -43,8 +43,9 @@ def percentile_probe(model: nn.Module, x: torch.Tensor, module: nn.Module,
     does not update them), without gradients; its mode is restored afterwards.
     """
     _check_module_in(model, module)
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
-        raise ValueError("x must be a batch of inputs with a non-empty dimension 0")
+    if check_tensor(x, "x").dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batch of inputs with a non-empty dimension 0, "
+                         f"got shape {tuple(x.shape)}")
     return percentiles(capture_in_eval(model, x, {"probe": module})["probe"], qs)
 
 
@@ -64,8 +65,9 @@ def spread_growth(pcts: torch.Tensor, steps: Sequence[int], start: int) -> torch
     ``pcts`` has shape (len(steps), len(qs), units), as stacked from
     ``history.records["pcts"]``.
     """
-    if not isinstance(pcts, torch.Tensor) or pcts.dim() != 3 or pcts.shape[0] != len(steps):
-        raise ValueError("pcts must have shape (len(steps), len(qs), units)")
+    if check_tensor(pcts, "pcts").dim() != 3 or pcts.shape[0] != len(steps):
+        raise ValueError(f"pcts must have shape (len(steps), len(qs), units) with "
+                         f"len(steps) = {len(steps)}, got {tuple(pcts.shape)}")
     steps = list(steps)
     if start not in steps:
         raise ValueError(f"start={start} is not one of the recorded steps")
@@ -85,7 +87,8 @@ def _layers(model: nn.Module) -> list[nn.Module]:
 def _weight(layer: nn.Module) -> nn.Parameter:
     linear = getattr(layer, "linear", layer)
     if not isinstance(linear, nn.Linear):
-        raise ValueError(f"cannot find the weight matrix of {type(layer).__name__}")
+        raise TypeError(f"cannot find the weight matrix of {type(layer).__name__}: a layer "
+                        "must be an nn.Linear or have one as .linear")
     return linear.weight
 
 
@@ -109,8 +112,7 @@ def internal_covariate_shift(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     A layer is a hidden block (its linear map and its norm) or the head.
     The model is not changed: the work is done on copies, in training mode.
     """
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    lr = check_positive(lr, "lr")
     base = copy.deepcopy(model).train()
     layers = _layers(base)
     loss = F.cross_entropy(base(x), y)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._validate import check_positive
 from bnlessons.train import Recorder
 
 MULTIPLIERS = (0.5, 1.0, 2.0, 4.0)
@@ -67,11 +68,10 @@ def along_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float
     Runs a copy of the model in training mode (BN uses the batch statistics
     of ``x``, as during an update).
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    ks = [float(k) for k in multipliers]
-    if not ks or any(not k > 0 for k in ks):
-        raise ValueError(f"multipliers must be positive numbers, got {tuple(multipliers)}")
+    check_positive(lr, "lr")
+    ks = [check_positive(k, f"multipliers[{i}]") for i, k in enumerate(multipliers)]
+    if not ks:
+        raise ValueError("multipliers is empty: give at least one positive number")
     probe = copy.deepcopy(model).train()
     params = list(probe.parameters())
     start = [p.detach().clone() for p in params]

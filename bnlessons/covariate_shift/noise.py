@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import check_int
+from bnlessons._validate import (
+    as_float_tensor,
+    check_bool,
+    check_int,
+    check_nonnegative,
+    check_pair,
+    check_positive,
+)
 from bnlessons.models import MLP, InitSpec
 
 # Santurkar et al.'s recipe: per unit and step mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25);
@@ -50,21 +57,11 @@ class ShiftScaleNoise(nn.Module):
                  sample_range: float = SAMPLE_RANGE, sample_std: float = SAMPLE_STD,
                  generator: Optional[torch.Generator] = None, relative: bool = False) -> None:
         super().__init__()
-        for name, value in (("mean_range", mean_range), ("sample_range", sample_range),
-                            ("sample_std", sample_std)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if (not isinstance(scale_range, (tuple, list)) or len(scale_range) != 2
-                or not scale_range[0] <= scale_range[1]):
-            raise ValueError(f"scale_range must be a pair (low, high) with low <= high, "
-                             f"got {scale_range!r}")
-        self.mean_range = float(mean_range)
-        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
-        self.sample_range = float(sample_range)
-        self.sample_std = float(sample_std)
-        if not isinstance(relative, bool):
-            raise TypeError(f"relative must be a bool, got {type(relative).__name__}")
-        self.relative = relative
+        self.mean_range = check_nonnegative(mean_range, "mean_range")
+        self.scale_range = check_pair(scale_range, "scale_range")
+        self.sample_range = check_nonnegative(sample_range, "sample_range")
+        self.sample_std = check_nonnegative(sample_std, "sample_std")
+        self.relative = check_bool(relative, "relative")
         self.generator = generator
 
     @property
@@ -82,8 +79,9 @@ class ShiftScaleNoise(nn.Module):
         return low + (high - low) * u
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        if not isinstance(a, torch.Tensor) or not a.is_floating_point() or a.dim() < 2:
-            raise ValueError("input must be a float tensor of shape (N, C) or (N, C, ...)")
+        if as_float_tensor(a, "input").dim() < 2:
+            raise ValueError(f"input must have shape (N, C) or (N, C, ...), "
+                             f"got {tuple(a.shape)}")
         if not self.training:
             return a * self.expected_scale
         n, c = a.shape[0], a.shape[1]
@@ -131,8 +129,7 @@ def step_drift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
     median over units of the average over steps. Everything that moves a
     layer's input counts: the updates of the layers below, and fresh noise.
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    check_positive(lr, "lr")
     check_int(steps, "steps", 1)
     probe = copy.deepcopy(model).train()
     named = dict(probe.named_modules())

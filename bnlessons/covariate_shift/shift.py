@@ -20,20 +20,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bnlessons._validate import as_float_tensor, check_int
+from bnlessons._validate import (
+    as_float_tensor,
+    check_int,
+    check_number,
+    check_positive,
+    check_tensor,
+)
 
 SATURATION_THRESHOLD = 4.0  # sigmoid'(4) = 0.018, about 7% of its peak of 0.25
 SOURCE_STD = (0.7, 1.0)  # standard deviation of x1 and x2 before any scaling
-
-
-def _check_number(value: object, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
 
 
 def true_boundary(x1: torch.Tensor) -> torch.Tensor:
@@ -58,8 +54,8 @@ def covariate_shift_data(n: int, shift: float = 0.0, scale: float = 1.0,
     never changes, which is what makes this covariate shift.
     """
     check_int(n, "n")
-    shift = _check_number(shift, "shift")
-    scale = _check_number(scale, "scale", positive=True)
+    shift = check_number(shift, "shift")
+    scale = check_positive(scale, "scale")
     noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
     x = noise * torch.tensor(SOURCE_STD, dtype=torch.float64) * scale
     x[:, 0] += shift
@@ -86,9 +82,10 @@ def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, c: float = 100.0) ->
     from sklearn.linear_model import LogisticRegression
 
     x = as_float_tensor(x, "x")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a tensor of shape ({x.shape[0]},)")
-    model = LogisticRegression(C=_check_number(c, "c", positive=True), max_iter=1000)
+    if check_tensor(y, "y").shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},), one label per row of x, "
+                         f"got {tuple(y.shape)}")
+    model = LogisticRegression(C=check_positive(c, "c"), max_iter=1000)
     model.fit(x.double().numpy(), y.numpy())
     return LinearClassifier(torch.tensor(model.coef_[0], dtype=torch.float64),
                             float(model.intercept_[0]))
@@ -114,7 +111,7 @@ def saturation(z: torch.Tensor, threshold: float = SATURATION_THRESHOLD) -> tupl
     z = as_float_tensor(z, "z")
     if z.numel() == 0:
         raise ValueError("z is empty")
-    threshold = _check_number(threshold, "threshold", positive=True)
+    threshold = check_positive(threshold, "threshold")
     fraction = float((z.abs() > threshold).double().mean())
     return fraction, float(sigmoid_slope(z.double()).mean())
 
@@ -134,9 +131,9 @@ def gaussian_saturation(mean: float, std: float, threshold: float = SATURATION_T
     The fraction is P(|z| > threshold) from the normal CDF; the mean slope
     E[sigmoid'(z)] is computed by Gauss-Hermite quadrature with ``nodes`` points.
     """
-    mean = _check_number(mean, "mean")
-    std = _check_number(std, "std", positive=True)
-    threshold = _check_number(threshold, "threshold", positive=True)
+    mean = check_number(mean, "mean")
+    std = check_positive(std, "std")
+    threshold = check_positive(threshold, "threshold")
 
     def cdf(v: float) -> float:
         return 0.5 * math.erfc(-v / math.sqrt(2.0))

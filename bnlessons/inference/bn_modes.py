@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_batch_size, check_module
+from bnlessons._validate import check_batch_size, check_module, check_tensor
 from bnlessons.models import bn_layers
 from bnlessons.train import eval_mode
 
@@ -64,8 +64,7 @@ def logits_with_batch_stats(model: nn.Module, x: torch.Tensor, batch_size: int) 
     examples.
     """
     check_module(model)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, "x")
     batch_size = check_batch_size(batch_size, len(x), minimum=1)
     work = copy.deepcopy(model).train()
     usable = len(x) // batch_size * batch_size

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlessons._validate import check_module
+from bnlessons._validate import as_float_tensor, check_module, check_number
 from bnlessons.inference.precise_bn import recompute_bn_stats
 from bnlessons.measure import median_time
 from bnlessons.train import eval_mode
@@ -140,12 +140,10 @@ def shift_images(x: torch.Tensor, kind: str, amount: float, seed: int = 0) -> to
     * ``gamma``: ``x ** amount``; ``amount < 1`` brightens mid-tones and thickens strokes.
     * ``noise``: ``x + amount * N(0, 1)`` with a generator seeded by ``seed``.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point torch.Tensor of images in [0, 1]")
+    as_float_tensor(x, "x")
     if kind not in SHIFTS:
         raise ValueError(f"kind must be one of {SHIFTS}, got {kind!r}")
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise TypeError(f"amount must be a number, got {type(amount).__name__}")
+    check_number(amount, "amount")
     if kind == "contrast":
         return 0.5 + amount * (x - 0.5)
     if kind == "brightness":

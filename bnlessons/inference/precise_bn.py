@@ -31,7 +31,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons import running_stats
-from bnlessons._validate import check_batch_size, check_int, check_module
+from bnlessons._validate import (
+    check_batch_size,
+    check_bool,
+    check_fraction,
+    check_int,
+    check_module,
+    check_tensor,
+)
 from bnlessons.data import Dataset
 from bnlessons.models import bn_layers
 from bnlessons.train import eval_mode, evaluate, train
@@ -49,8 +56,7 @@ def recompute_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 500)
     Returns the number of batches used.
     """
     check_module(model, "model")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, "x")
     batch_size = check_batch_size(batch_size, len(x), minimum=2)
     layers = [m for _, m in bn_layers(model)]
     if not layers:
@@ -96,13 +102,8 @@ class EMATracker:
     """
 
     def __init__(self, model: nn.Module, momentum: float, bias_correction: bool = False) -> None:
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-                or not 0.0 < float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
-        if not isinstance(bias_correction, bool):
-            raise TypeError(f"bias_correction must be a bool, got {type(bias_correction).__name__}")
-        self.momentum = float(momentum)
-        self.bias_correction = bias_correction
+        self.momentum = check_fraction(momentum, "momentum", zero=False)
+        self.bias_correction = check_bool(bias_correction, "bias_correction")
         self.layers = dict(bn_layers(model))
         if not self.layers:
             raise ValueError("model has no batch-norm layer to track")
@@ -192,11 +193,11 @@ def ema_vs_precise(data: Dataset, seed: int, model: nn.Module, *, epochs: int,
     """
     n_train = len(data.y_train)
     check_int(epochs, "epochs")
+    check_batch_size(batch_size, n_train)
     if n_train % batch_size:
         raise ValueError(f"batch_size={batch_size} must divide the {n_train} training "
                          "examples so that an epoch is a whole number of steps")
-    if not 0 < precise_samples <= n_train:
-        raise ValueError(f"precise_samples must be in [1, {n_train}], got {precise_samples}")
+    check_int(precise_samples, "precise_samples", 1, n_train)
     steps_per_epoch = n_train // batch_size
     trackers = {ema_key(a): EMATracker(model, a) for a in ema_momenta}
     trackers.update({ema_key(a, True): EMATracker(model, a, bias_correction=True)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons._validate import check_bn_input, check_int
+from bnlessons._validate import check_bn_input, check_int, check_nonnegative, check_number
 from bnlessons.inference.bn_modes import replace_batchnorm
 from bnlessons.reproducibility import seeded
 
@@ -115,12 +115,8 @@ class BatchRenorm1d(GhostBatchNorm1d):
                  d_max: float = 5.0, warmup_steps: int = 100, ramp_steps: int = 400,
                  eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True) -> None:
         super().__init__(num_features, ghost_size, eps=eps, momentum=momentum, affine=affine)
-        if not float(r_max) >= 1.0:
-            raise ValueError(f"r_max must be >= 1, got {r_max}")
-        if not float(d_max) >= 0.0:
-            raise ValueError(f"d_max must be >= 0, got {d_max}")
-        self.r_max = float(r_max)
-        self.d_max = float(d_max)
+        self.r_max = check_number(r_max, "r_max", low=1)
+        self.d_max = check_nonnegative(d_max, "d_max")
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
         self.ramp_steps = check_int(ramp_steps, "ramp_steps", 0)
 

@@ -18,7 +18,13 @@ from typing import Optional
 import torch
 from torch import nn
 
-from bnlessons._validate import as_float_tensor, check_int, check_number
+from bnlessons._validate import (
+    as_float_tensor,
+    check_fraction,
+    check_int,
+    check_number,
+    check_positive,
+)
 from bnlessons.models import MLP, bn_layers
 from bnlessons.probes import capture_in_eval
 from bnlessons.reproducibility import seeded
@@ -27,18 +33,13 @@ PLACES = ("none", "every", "last")
 
 
 def _check_keep(p: object) -> float:
-    p = check_number(p, "p")
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"p is a keep probability in (0, 1], got {p}")
-    return p
+    return check_fraction(p, "p (a keep probability)", zero=False)
 
 
 def variance_ratio(c: float, v: float, p: float) -> float:
     """Var_train / Var_test of inverted dropout (keep probability ``p``) on an input of
     mean ``c`` and variance ``v``: ``((c**2 + v) / p - c**2) / v``."""
-    c, v, p = check_number(c, "c"), check_number(v, "v"), _check_keep(p)
-    if not v > 0:
-        raise ValueError(f"v is a variance and must be > 0, got {v}")
+    c, v, p = check_number(c, "c"), check_positive(v, "v (a variance)"), _check_keep(p)
     return ((c * c + v) / p - c * c) / v
 
 
@@ -70,7 +71,7 @@ def dropout_mlp(place: str, *, in_features: int, num_classes: int, width: int, d
     if place not in PLACES:
         raise ValueError(f"place must be one of {PLACES}, got {place!r}")
     check_int(depth, "depth")
-    p_drop = check_number(p_drop, "p_drop")
+    p_drop = check_fraction(p_drop, "p_drop", one=False)
     with seeded(seed):
         model = MLP(in_features, num_classes, width=width, depth=depth, norm=norm,
                     dropout=p_drop if place == "every" else 0.0)

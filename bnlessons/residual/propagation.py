@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import as_float_tensor, check_int, reduce_dims
+from bnlessons._validate import (
+    as_float_tensor,
+    check_int,
+    check_number,
+    check_tensor,
+    reduce_dims,
+)
 from bnlessons.models import ResidualBlock
 
 DESIGNS = ("linear", "bn-linear", "bn-relu-linear", "relu-linear")
@@ -55,8 +61,8 @@ def residual_stack(design: str, width: int, depth: int, scale: Optional[float] =
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     check_int(width, "width", 1)
     check_int(depth, "depth", 1)
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")
+    if scale is not None:
+        check_number(scale, "scale")
     norm = "bn" if design.startswith("bn") else None
     activation = "relu" if "relu" in design else "linear"
     std = math.sqrt(2.0 / width) if activation == "relu" else math.sqrt(1.0 / width)
@@ -185,8 +191,11 @@ def block_gradient_norms(model: nn.Module, x: torch.Tensor,
     """
     blocks = _blocks_of(model)
     x = as_float_tensor(x, "x")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-        raise ValueError("y must be an int64 tensor of class labels, one per row of x")
+    if check_tensor(y, "y").dtype != torch.int64:
+        raise TypeError(f"y must be an int64 tensor of class labels, got dtype {y.dtype}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"y must hold one class label per row of x ({x.shape[0]}), "
+                         f"got shape {tuple(y.shape)}")
     inputs: list[torch.Tensor] = []
 
     def keep_input(module, args):

@@ -25,12 +25,18 @@ history (``train.History.trained`` says whether a run trained, and
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import nn
 
+from bnlessons._validate import (
+    check_bool,
+    check_fraction,
+    check_int,
+    check_module,
+    check_number,
+)
 from bnlessons.data import Dataset
 from bnlessons.models import ResidualMLP
 from bnlessons.reproducibility import seeded
@@ -41,11 +47,7 @@ VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
 
 
 def _check_dropout(dropout: object) -> float:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    return float(dropout)
+    return check_fraction(dropout, "dropout", one=False)
 
 
 def _build(variant: str, depth: int, in_features: int, num_classes: int, width: int,
@@ -90,14 +92,9 @@ def make_model(variant: str, *, depth: int, in_features: int, num_classes: int, 
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise TypeError(f"alpha must be a finite number, got {alpha!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(final_norm, bool):
-        raise TypeError(f"final_norm must be True or False, got {final_norm!r}")
+    check_number(alpha, "alpha")
+    check_int(seed, "seed", 0)
+    check_bool(final_norm, "final_norm")
     if final_norm and variant == "fixup":
         raise ValueError("final_norm is not available for 'fixup', which has no "
                          "normalisation by design")
@@ -154,7 +151,7 @@ def branch_weight_change(initial: nn.Module, trained: nn.Module) -> torch.Tensor
     of the same design, as ``make_model`` builds them.
     """
     for name, model in (("initial", initial), ("trained", trained)):
-        if not isinstance(model, nn.Module) or not hasattr(model, "blocks"):
+        if not hasattr(check_module(model, name), "blocks"):
             raise TypeError(f"{name} must be a network with .blocks, got {type(model).__name__}")
     if len(initial.blocks) != len(trained.blocks):
         raise ValueError(f"the networks have {len(initial.blocks)} and {len(trained.blocks)} "

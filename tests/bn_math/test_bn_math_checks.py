@@ -129,8 +129,12 @@ def test_draw_graph():
     assert out is ax and len(ax.texts) == 4  # one arrow (an annotation), two boxes, one note
     with pytest.raises(ValueError, match="unknown node"):
         draw_graph({"a": (0, 0)}, [("a", "c")], ax=ax)
-    with pytest.raises(ValueError, match="must be a position"):
+    with pytest.raises(TypeError, match="must be a position"):
         draw_graph({"a": 0}, [], ax=ax)
+    with pytest.raises(ValueError, match="must be a position"):
+        draw_graph({"a": (0, 0, 0)}, [], ax=ax)
+    with pytest.raises(TypeError, match="must be a pair"):
+        draw_graph({"a": (0, 0)}, ["a"], ax=ax)
     with pytest.raises(ValueError, match="nodes is empty"):
         draw_graph({}, [], ax=ax)
     with pytest.raises(ValueError, match="notes names unknown"):

@@ -74,8 +74,12 @@ def test_numerical_gradient_bad_input():
         gradcheck.numerical_gradient(lambda v: v, x.float(), x.float())
     with pytest.raises(TypeError, match="f must be callable"):
         gradcheck.numerical_gradient(3, x, x)
-    with pytest.raises(ValueError, match="h must be a positive"):
+    with pytest.raises(ValueError, match="h must be a finite number > 0"):
         gradcheck.numerical_gradient(lambda v: v, x, x, h=0.0)
+    with pytest.raises(TypeError, match="h must be a finite number"):
+        gradcheck.numerical_gradient(lambda v: v, x, x, h="1e-6")
+    with pytest.raises(TypeError, match=r"f\(x\) must be a torch.Tensor"):
+        gradcheck.numerical_gradient(lambda v: 1.0, x, x)
     with pytest.raises(ValueError, match="shape of dout"):
         gradcheck.numerical_gradient(lambda v: v[:2], x, x)
     with pytest.raises(ValueError, match="at most 20,000"):

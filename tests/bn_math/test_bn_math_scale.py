@@ -65,8 +65,10 @@ def test_row_measures_values_and_errors():
         si.row_norms(torch.ones(3))
     with pytest.raises(ValueError, match="grad must have the shape"):
         si.row_gradient_cosines(w, torch.ones(2, 3))
-    with pytest.raises(ValueError, match="lr must be a positive"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         si.effective_lr(0.0, w)
+    with pytest.raises(TypeError, match="lr must be a finite number > 0"):
+        si.effective_lr("0.1", w)
     with pytest.raises(TypeError, match="floating-point"):
         si.row_norms(torch.ones(2, 2, dtype=torch.int64))
 
@@ -77,8 +79,10 @@ def test_layer_and_gradient_helpers_validate(layer_and_batch):
         si.linear_bn_layer(0, 3)
     with pytest.raises(ValueError, match="eps"):
         si.linear_bn_layer(3, 3, eps=-1.0)
-    with pytest.raises(ValueError, match="a must be a positive"):
+    with pytest.raises(ValueError, match="a must be a finite number > 0"):
         si.scaled_weight_gradients(layer, u, upstream, -2.0)
+    with pytest.raises(TypeError, match="a must be a finite number > 0"):
+        si.scaled_weight_gradients(layer, u, upstream, True)
     with pytest.raises(TypeError, match="linear_bn_layer"):
         si.scaled_weight_gradients(torch.nn.Linear(2, 2), u, upstream, 1.0)
     with pytest.raises(ValueError, match="upstream must have"):
@@ -107,11 +111,13 @@ def test_geometric_grid():
         [0.04 * 2**k for k in range(9)])
     assert lr_sweep.geometric_grid(1.0, 1.0) == (1.0,)
     assert len(lr_sweep.geometric_grid(0.1, 100.0, factor=10.0)) == 4
-    with pytest.raises(ValueError, match="factor must be > 1"):
+    with pytest.raises(ValueError, match="factor must be a finite number > 1"):
         lr_sweep.geometric_grid(0.1, 1.0, factor=1.0)
+    with pytest.raises(TypeError, match="start"):
+        lr_sweep.geometric_grid(None, 1.0)
     with pytest.raises(ValueError, match="stop"):
         lr_sweep.geometric_grid(1.0, 0.1)
-    with pytest.raises(ValueError, match="start must be a positive"):
+    with pytest.raises(ValueError, match="start must be a finite number > 0"):
         lr_sweep.geometric_grid(0.0, 1.0)
 
 
@@ -175,12 +181,20 @@ def test_lr_sweep_bad_input():
         lr_sweep.lr_sweep(MLP(6, 2), data, (0.1,), 5, 0, 0.5)
     with pytest.raises(ValueError, match="ascending"):
         lr_sweep.lr_sweep(build, data, (0.2, 0.1), 5, 0, 0.5)
-    with pytest.raises(ValueError, match="positive numbers"):
+    with pytest.raises(ValueError, match="lrs is empty"):
         lr_sweep.lr_sweep(build, data, (), 5, 0, 0.5)
+    with pytest.raises(ValueError, match=r"lrs\[1\] must be a finite number > 0"):
+        lr_sweep.lr_sweep(build, data, (0.1, -0.2), 5, 0, 0.5)
+    with pytest.raises(TypeError, match=r"lrs\[0\]"):
+        lr_sweep.lr_sweep(build, data, ("0.1",), 5, 0, 0.5)
     with pytest.raises(ValueError, match="threshold"):
         lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 1.5)
     with pytest.raises(ValueError, match="stop_after"):
         lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=0)
+    with pytest.raises(TypeError, match="stop_after"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=2.0)
+    with pytest.raises(TypeError, match="threshold"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, "0.5")
 
 
 def test_decayed_norm_and_equilibrium():

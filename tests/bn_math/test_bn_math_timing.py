@@ -28,8 +28,10 @@ def test_the_four_methods_agree(shape):
 def test_backward_callables_bad_input():
     with pytest.raises(ValueError, match="shape must be 2 to 4 positive ints"):
         timing.backward_callables((5,))
-    with pytest.raises(ValueError, match="shape must be 2 to 4 positive ints"):
+    with pytest.raises(ValueError, match=r"shape\[1\] must be an int >= 1"):
         timing.backward_callables((4, 0))
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int"):
+        timing.backward_callables((4.0, 2))
     with pytest.raises(TypeError, match="dtype must be"):
         timing.backward_callables((4, 2), dtype=torch.int64)
 

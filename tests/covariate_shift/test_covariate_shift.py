@@ -185,8 +185,14 @@ def test_noise_layer_bad_arguments():
         noise.ShiftScaleNoise(mean_range=-1)
     with pytest.raises(ValueError, match="scale_range"):
         noise.ShiftScaleNoise(scale_range=(2.0, 1.0))
-    with pytest.raises(ValueError, match="float tensor"):
+    with pytest.raises(ValueError, match=r"input must have shape \(N, C\)"):
         noise.ShiftScaleNoise()(torch.zeros(4))
+    with pytest.raises(TypeError, match="floating-point"):
+        noise.ShiftScaleNoise()(torch.zeros(4, 2, dtype=torch.int64))
+    with pytest.raises(TypeError, match="sample_std"):
+        noise.ShiftScaleNoise(sample_std="1")
+    with pytest.raises(TypeError, match="scale_range"):
+        noise.ShiftScaleNoise(scale_range=1.0)
 
 
 def test_noisy_mlp_puts_noise_after_every_norm():

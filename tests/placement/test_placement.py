@@ -25,7 +25,7 @@ def test_variance_ratio_closed_form_and_monte_carlo():
         dp.variance_ratio(0.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="variance"):
         dp.variance_ratio(0.0, 0.0, 0.5)
-    with pytest.raises(TypeError, match="c must be a number"):
+    with pytest.raises(TypeError, match="c must be a finite number"):
         dp.variance_ratio("0", 1.0, 0.5)
 
 

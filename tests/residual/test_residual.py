@@ -116,7 +116,11 @@ def test_fit_line():
      ValueError, "batch"),
     (lambda: propagation.block_gradient_norms(ResidualMLP(4, 2, 4, 1).double(),
                                               torch.zeros(3, 4, dtype=torch.float64),
-                                              torch.zeros(3)), ValueError, "int64"),
+                                              torch.zeros(3)), TypeError, "int64"),
+    (lambda: propagation.block_gradient_norms(ResidualMLP(4, 2, 4, 1).double(),
+                                              torch.zeros(3, 4, dtype=torch.float64),
+                                              torch.zeros(2, dtype=torch.int64)),
+     ValueError, "one class label per row"),
     (lambda: propagation.fit_line([1.0]), ValueError, "two points"),
     (lambda: propagation.fit_line([1.0, 2.0], [1.0, 1.0]), ValueError, "constant"),
     (lambda: propagation.fit_line([1.0, float("nan")]), ValueError, "NaN"),
@@ -290,7 +294,8 @@ def test_lr_sweep_takes_a_variant_builder():
 
 @pytest.mark.parametrize("call, error, words", [
     (lambda: _make("ln", 2), ValueError, "variant"),
-    (lambda: _make("skipinit", 2, alpha=float("nan")), TypeError, "alpha"),
+    (lambda: _make("skipinit", 2, alpha=float("nan")), ValueError, "alpha"),
+    (lambda: _make("skipinit", 2, alpha="0"), TypeError, "alpha"),
     (lambda: _make("skipinit", 2, seed=-1), ValueError, "seed"),
     (lambda: _make("skipinit", 2, seed=1.0), TypeError, "seed"),
     (lambda: _make("fixup", 2, final_norm=True), ValueError, "final_norm"),
