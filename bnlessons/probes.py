@@ -12,7 +12,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bnlessons._validate import check_module, check_tensor, reduce_dims
+from bnlessons._validate import (
+    as_float_tensor,
+    check_module,
+    check_positive,
+    check_tensor,
+    reduce_dims,
+)
 from bnlessons.train import eval_mode
 
 
@@ -128,3 +134,26 @@ def statistics_recorder(modules: dict[str, nn.Module], x_probe: torch.Tensor,
         return out
 
     return record
+
+
+SATURATION_THRESHOLD = 4.0  # sigmoid'(4) = 0.018, about 7% of its peak of 0.25
+
+
+def sigmoid_slope(z: torch.Tensor) -> torch.Tensor:
+    """sigmoid'(z) = sigmoid(z) (1 - sigmoid(z)): at most 0.25, at z = 0."""
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+def saturation(z: torch.Tensor, threshold: float = SATURATION_THRESHOLD) -> tuple[float, float]:
+    """From samples ``z`` of a sigmoid's input: (fraction with |z| > threshold, mean sigmoid'(z)).
+
+    The fraction says how many inputs sit on a flat part of the sigmoid; the
+    mean slope is how much gradient, on average, the unit lets through.
+    """
+    z = as_float_tensor(z, "z")
+    if z.numel() == 0:
+        raise ValueError("z is empty")
+    threshold = check_positive(threshold, "threshold")
+    fraction = float((z.abs() > threshold).double().mean())
+    return fraction, float(sigmoid_slope(z.double()).mean())

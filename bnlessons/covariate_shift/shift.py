@@ -5,9 +5,10 @@
   stays the same: y = 1 exactly when x2 lies above the curve x2 = sin(x1).
 * ``fit_linear_classifier`` / ``error_rate``: a logistic regression fitted on
   one input distribution and scored on another.
-* ``saturation`` / ``gaussian_saturation``: how much of a sigmoid unit's
-  input lies where the sigmoid is flat (|z| > threshold), and the mean slope
-  sigmoid'(z) there, from samples or in closed form for a Gaussian input.
+* ``saturation`` (from the core ``bnlessons.probes``) / ``gaussian_saturation``:
+  how much of a sigmoid unit's input lies where the sigmoid is flat
+  (|z| > threshold), and the mean slope sigmoid'(z) there, from samples or in
+  closed form for a Gaussian input.
 * ``plot_unit_input``: the figure of one sigmoid unit's input distribution.
 """
 from __future__ import annotations
@@ -28,7 +29,11 @@ from bnlessons._validate import (
     check_tensor,
 )
 
-SATURATION_THRESHOLD = 4.0  # sigmoid'(4) = 0.018, about 7% of its peak of 0.25
+# The sigmoid-saturation measure is core (chapter 4 uses it too); the lessons of
+# chapter 1 reach it here.
+from bnlessons.probes import SATURATION_THRESHOLD, sigmoid_slope
+from bnlessons.probes import saturation as saturation
+
 SOURCE_STD = (0.7, 1.0)  # standard deviation of x1 and x2 before any scaling
 
 
@@ -94,26 +99,6 @@ def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, c: float = 100.0) ->
 def error_rate(classifier: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of points the classifier gets wrong."""
     return float((classifier.predict(x) != y).double().mean())
-
-
-def sigmoid_slope(z: torch.Tensor) -> torch.Tensor:
-    """sigmoid'(z) = sigmoid(z) (1 - sigmoid(z)): at most 0.25, at z = 0."""
-    s = torch.sigmoid(z)
-    return s * (1 - s)
-
-
-def saturation(z: torch.Tensor, threshold: float = SATURATION_THRESHOLD) -> tuple[float, float]:
-    """From samples ``z`` of a sigmoid's input: (fraction with |z| > threshold, mean sigmoid'(z)).
-
-    The fraction says how many inputs sit on a flat part of the sigmoid; the
-    mean slope is how much gradient, on average, the unit lets through.
-    """
-    z = as_float_tensor(z, "z")
-    if z.numel() == 0:
-        raise ValueError("z is empty")
-    threshold = check_positive(threshold, "threshold")
-    fraction = float((z.abs() > threshold).double().mean())
-    return fraction, float(sigmoid_slope(z.double()).mean())
 
 
 @functools.lru_cache(maxsize=8)

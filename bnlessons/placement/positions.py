@@ -13,13 +13,10 @@ from torch import nn
 
 from bnlessons._validate import check_module
 from bnlessons.models import MLP, small_cnn
-from bnlessons.probes import capture_in_eval
+from bnlessons.probes import capture_in_eval, saturation
 from bnlessons.reproducibility import seeded
 
 POSITIONS = ("none", "before", "after")
-SATURATED = 4.0  # |z| beyond which the sigmoid's slope is below a tenth of its peak
-
-
 def _check_position(position: str) -> None:
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
@@ -63,8 +60,9 @@ def nonlinearity_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]
 
 
 def saturated_fraction(z: torch.Tensor) -> float:
-    """The fraction of sigmoid inputs with |z| > SATURATED (slope below a tenth of its peak)."""
-    return float((z.abs() > SATURATED).double().mean())
+    """The fraction of sigmoid inputs with |z| > ``probes.SATURATION_THRESHOLD`` (slope
+    below a tenth of its peak): the first of ``probes.saturation``'s two numbers."""
+    return saturation(z)[0]
 
 
 def inactive_fraction(z: torch.Tensor) -> float:
