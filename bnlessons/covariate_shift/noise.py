@@ -26,6 +26,7 @@ from bnlessons._validate import (
     check_nonnegative,
     check_pair,
     check_positive,
+    reduce_dims,
 )
 from bnlessons.models import MLP, InitSpec
 
@@ -93,7 +94,7 @@ class ShiftScaleNoise(nn.Module):
         shape = (n, c) + (1,) * (a.dim() - 2)
         shift = m.reshape(shape)
         if self.relative:
-            dims = (0,) + tuple(range(2, a.dim()))
+            dims = reduce_dims(a)
             shift = shift * a.detach().std(dim=dims, keepdim=True)
         return s.reshape(shape) * a + shift
 
