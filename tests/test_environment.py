@@ -8,6 +8,7 @@ all of them, so the stored outputs still match exactly.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,14 +71,38 @@ def test_strict_nbval_passes_in_a_hostile_environment(tmp_path):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
-def test_the_kernel_overrides_every_variable_it_pins():
-    env = reproducibility.kernel_env()
-    assert set(reproducibility.PINNED_ENV) <= set(env)
-    for name in ("MPLBACKEND", "PYTHONHASHSEED", "PYTHONWARNINGS", "OMP_NUM_THREADS",
-                 "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LC_ALL", "COLUMNS", "TERM"):
-        assert name in env, name
-    native = reproducibility.kernel_env(pinned=False)
-    assert not set(reproducibility.PINNED_ENV) & set(native)
+OBSERVE = """
+import json, locale, shutil, sys
+import numpy, torch, threadpoolctl
+from bnlessons import reproducibility
+print(json.dumps({
+    "hash": hash("batch norm"),
+    "warning options": sys.warnoptions,
+    "locale": locale.setlocale(locale.LC_ALL, ""),
+    "columns": shutil.get_terminal_size().columns,
+    "torch threads": torch.get_num_threads(),
+    "thread pools": sorted((p["internal_api"], p["num_threads"], p.get("architecture"))
+                           for p in threadpoolctl.threadpool_info()),
+    "unpinned": reproducibility.unpinned(),
+}))
+"""
+
+
+def _observe(env: dict[str, str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", OBSERVE], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_the_kernel_environment_outweighs_a_hostile_shell(tmp_path):
+    """What a process started as the kernel starts it (its variables on top of the
+    caller's) sees is the same from a hostile shell as from an empty one."""
+    kernel = reproducibility.kernel_env()
+    from_hostile = _observe({**hostile_environment(tmp_path), **kernel})
+    from_empty = _observe({"PATH": os.environ.get("PATH", ""), **kernel})
+    assert from_hostile == from_empty
+    assert from_empty["unpinned"] == [] and from_empty["torch threads"] == 1
 
 
 def _setup_in_a_fresh_python(env_extra: dict[str, str]) -> subprocess.CompletedProcess:
@@ -115,8 +140,6 @@ def test_a_stricter_glibc_mask_still_counts_as_pinned(monkeypatch):
 def test_kernelspec_names_the_interpreter_and_the_environment(tmp_path):
     folder = reproducibility.write_kernelspec(tmp_path, "demo", env={"A": "1"},
                                               argv_prefix=["emu", "-cpu", "x"])
-    import json
-
     spec = json.loads((folder / "kernel.json").read_text())
     assert spec["argv"][:4] == ["emu", "-cpu", "x", sys.executable]
     assert spec["argv"][-2:] == ["-f", "{connection_file}"]

@@ -24,6 +24,9 @@ from bnlessons.placement.dropout import variance_ratio
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
 
+from conftest import staged_backward as _staged
+from conftest import variance_prediction as _variance
+
 
 def _state():
     return (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
@@ -31,24 +34,6 @@ def _state():
 
 def _same(a, b) -> bool:
     return torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
-
-
-def _staged(dout, cache):
-    """A correct staged backward (the six nodes of the lesson)."""
-    x, mu, var, eps = cache.x, cache.mu, cache.var, cache.eps
-    m = x.shape[0]
-    centred = x - mu
-    dxhat = dout * cache.gamma
-    dvar = (dxhat * centred).sum(0) * -0.5 * (var + eps) ** -1.5
-    dmu = (-dxhat * cache.inv_std).sum(0) + dvar * (-2 * centred).sum(0) / m
-    dx = dxhat * cache.inv_std + dvar * 2 * centred / m + dmu / m
-    return {"dbeta": dout.sum(0), "dgamma": (dout * cache.xhat).sum(0), "dxhat": dxhat,
-            "dvar": dvar, "dmu": dmu, "dx": dx}
-
-
-def _variance(design, depth, alpha):
-    steps = torch.arange(depth + 1, dtype=torch.float64)
-    return (1 + alpha**2) ** steps if design == "linear" else 1 + alpha**2 * steps
 
 
 class _SkipInitBlock(torch.nn.Module):

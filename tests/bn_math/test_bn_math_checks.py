@@ -10,28 +10,18 @@ import torch  # noqa: E402
 from bnlessons import checks, reference  # noqa: E402
 from bnlessons.bn_math.diagrams import draw_graph  # noqa: E402
 
-
-def staged(dout, cache):
-    x, mu, var, eps = cache.x, cache.mu, cache.var, cache.eps
-    m = x.shape[0]
-    centred = x - mu
-    dxhat = dout * cache.gamma
-    dvar = (dxhat * centred).sum(0) * -0.5 * (var + eps) ** -1.5
-    dmu = (-dxhat * cache.inv_std).sum(0) + dvar * (-2 * centred).sum(0) / m
-    dx = dxhat * cache.inv_std + dvar * 2 * centred / m + dmu / m
-    return {"dbeta": dout.sum(0), "dgamma": (dout * cache.xhat).sum(0), "dxhat": dxhat,
-            "dvar": dvar, "dmu": dmu, "dx": dx}
+from conftest import staged_backward  # noqa: E402
 
 
 def test_staged_check_passes_a_correct_backward(capsys):
-    assert checks.check_staged_backward(reference.forward, staged).passed
+    assert checks.check_staged_backward(reference.forward, staged_backward).passed
     assert "[PASS] check_staged_backward" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("key", ["dgamma", "dvar", "dmu", "dx"])
 def test_staged_check_names_the_first_wrong_node(key):
     def wrong(dout, cache):
-        grads = staged(dout, cache)
+        grads = staged_backward(dout, cache)
         grads[key] = grads[key] * 1.01
         return grads
 
@@ -41,7 +31,7 @@ def test_staged_check_names_the_first_wrong_node(key):
 
 def test_staged_check_other_failures():
     def missing(dout, cache):
-        grads = staged(dout, cache)
+        grads = staged_backward(dout, cache)
         del grads["dmu"]
         return grads
 
@@ -52,7 +42,7 @@ def test_staged_check_other_failures():
     assert "must return a dict" in v.message
     v = checks.check_staged_backward(reference.forward, lambda d, c: 1 / 0, verbose=False)
     assert "ZeroDivisionError" in v.message
-    v = checks.check_staged_backward(lambda x, g, b, e: x, staged, verbose=False)
+    v = checks.check_staged_backward(lambda x, g, b, e: x, staged_backward, verbose=False)
     assert "(out, cache)" in v.message
 
 

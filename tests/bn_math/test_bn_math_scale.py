@@ -1,14 +1,13 @@
-"""bnlessons.bn_math.scale_invariance and bnlessons.lr_sweep."""
+"""bnlessons.bn_math.scale_invariance: scale invariance, row norms and weight decay."""
 import math
 
 import pytest
 import torch
 
-from bnlessons import lr_sweep
 from bnlessons.bn_math import scale_invariance as si
-from bnlessons.data import Dataset
 from bnlessons.models import MLP
-from bnlessons.train import History
+
+from conftest import gaussian_classes
 
 
 @pytest.fixture
@@ -106,97 +105,6 @@ def test_weight_norm_recorder():
         si.weight_norm_recorder(layers, -1.0)
 
 
-def test_geometric_grid():
-    assert lr_sweep.geometric_grid(0.04, 10.24) == pytest.approx(
-        [0.04 * 2**k for k in range(9)])
-    assert lr_sweep.geometric_grid(1.0, 1.0) == (1.0,)
-    assert len(lr_sweep.geometric_grid(0.1, 100.0, factor=10.0)) == 4
-    with pytest.raises(ValueError, match="factor must be a finite number > 1"):
-        lr_sweep.geometric_grid(0.1, 1.0, factor=1.0)
-    with pytest.raises(TypeError, match="start"):
-        lr_sweep.geometric_grid(None, 1.0)
-    with pytest.raises(ValueError, match="stop"):
-        lr_sweep.geometric_grid(1.0, 0.1)
-    with pytest.raises(ValueError, match="start must be a finite number > 0"):
-        lr_sweep.geometric_grid(0.0, 1.0)
-
-
-def test_sweep_largest_trainable():
-    sw = lr_sweep.Sweep(lrs=(0.1, 0.2, 0.4, 0.8), final_acc=(0.9, 0.6, math.nan, 0.2),
-                        diverged=(False, False, True, False), skipped=(False,) * 4,
-                        threshold=0.5, trained=(True, True, False, False))
-    assert sw.trains() == [True, True, False, False]
-    assert sw.largest_trainable() == 0.2
-    none = lr_sweep.Sweep((0.1,), (0.1,), (False,), (False,), 0.5, (False,))
-    assert none.largest_trainable() is None
-
-
-def test_history_trained_is_finite_loss_and_accuracy():
-    ok = History(steps=[0, 10], test_acc=[0.1, 0.8])
-    assert ok.trained(0.8) and not ok.trained(0.81)
-    blew_up = History(steps=[0, 10], test_acc=[0.1, 0.9], diverged_at=7)
-    assert not blew_up.trained(0.5)  # a high accuracy before the blow-up does not count
-    assert not History().trained(0.0)  # never evaluated: NaN accuracy
-    with pytest.raises(ValueError, match="min_accuracy"):
-        ok.trained(80)
-
-
-def tiny_data(n=200, features=6, seed=0):
-    """Two linearly separable classes: any reasonable learning rate learns them."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x[:, 0] > 0).long()
-    return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
-
-
-def test_lr_sweep_runs_skips_and_is_reproducible():
-    data = tiny_data()
-    lrs = (0.01, 0.1, 1e6, 1e7, 1e8)
-
-    def build():
-        return MLP(6, 2, width=16, depth=1)
-
-    sw = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
-                           stop_after=2)
-    assert sw.trains()[1] and not any(sw.trains()[2:])
-    assert sw.skipped == (False, False, False, False, True)
-    assert math.isnan(sw.final_acc[-1])
-    assert sw.largest_trainable() in (0.01, 0.1)
-    again = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
-                              stop_after=2)
-    assert again.final_acc[:2] == sw.final_acc[:2]
-    assert again.diverged == sw.diverged
-    every = lr_sweep.lr_sweep(build, data, lrs[:2], steps=5, seed=3, threshold=0.99,
-                              batch_size=32, stop_after=None)
-    assert every.skipped == (False, False)
-
-
-def test_lr_sweep_bad_input():
-    data = tiny_data()
-
-    def build():
-        return MLP(6, 2, width=4, depth=1)
-
-    with pytest.raises(TypeError, match="build_model must be callable and return a new model"):
-        lr_sweep.lr_sweep(MLP(6, 2), data, (0.1,), 5, 0, 0.5)
-    with pytest.raises(ValueError, match="ascending"):
-        lr_sweep.lr_sweep(build, data, (0.2, 0.1), 5, 0, 0.5)
-    with pytest.raises(ValueError, match="lrs is empty"):
-        lr_sweep.lr_sweep(build, data, (), 5, 0, 0.5)
-    with pytest.raises(ValueError, match=r"lrs\[1\] must be a finite number > 0"):
-        lr_sweep.lr_sweep(build, data, (0.1, -0.2), 5, 0, 0.5)
-    with pytest.raises(TypeError, match=r"lrs\[0\]"):
-        lr_sweep.lr_sweep(build, data, ("0.1",), 5, 0, 0.5)
-    with pytest.raises(ValueError, match="threshold"):
-        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 1.5)
-    with pytest.raises(ValueError, match="stop_after"):
-        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=0)
-    with pytest.raises(TypeError, match="stop_after"):
-        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=2.0)
-    with pytest.raises(TypeError, match="threshold"):
-        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, "0.5")
-
-
 def test_decayed_norm_and_equilibrium():
     torch.testing.assert_close(si.decayed_norm_sq(torch.tensor(2.0), torch.tensor(3.0), 0.1, 0.5),
                                torch.tensor(0.95 ** 2 * 2.0 + 0.01 * 3.0))
@@ -215,9 +123,7 @@ def test_row_norm_tracker_records_each_step_and_detaches():
     from bnlessons import train
 
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    data = Dataset("toy", torch.randn(64, 5, generator=g), torch.randint(3, (64,), generator=g),
-                   torch.randn(16, 5, generator=g), torch.randint(3, (16,), generator=g))
+    data = gaussian_classes(64, 16, features=5, classes=3)
     model = MLP(5, 3, width=6, depth=2, norm="bn")
     layer = model.blocks[1].linear
     with si.RowNormTracker({"l1": layer}) as tracker:

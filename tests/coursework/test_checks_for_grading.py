@@ -7,6 +7,8 @@ import torch
 from bnlessons import checks, reference
 from bnlessons.checks.residual import predicted_variance
 
+from conftest import backward_by_autograd, forward_by_pytorch, variance_prediction
+
 
 def not_written(*args, **kwargs):
     raise NotImplementedError("ex-demo: write my_forward")
@@ -55,12 +57,23 @@ def test_a_wrong_answer_is_still_a_failure():
     assert not verdict.passed and not verdict.todo and str(verdict).startswith("[FAIL]")
 
 
-def test_other_inputs_pass_the_reference_and_change_what_is_checked():
-    assert checks.check_forward(reference.forward, shapes=((5, 7),), seed=3, verbose=False)
-    assert checks.check_backward(reference.forward, reference.backward, shapes=((6, 2),),
+def test_other_inputs_pass_a_correct_solution_and_change_what_is_checked():
+    assert checks.check_forward(forward_by_pytorch, shapes=((5, 7),), seed=3, verbose=False)
+    assert checks.check_backward(forward_by_pytorch, backward_by_autograd, shapes=((6, 2),),
                                  seed=9, verbose=False)
-    assert checks.check_variance_prediction(predicted_variance, cases=(("linear", 3, 0.5),),
+    assert checks.check_variance_prediction(variance_prediction, cases=(("linear", 3, 0.5),),
                                             verbose=False)
+
+    # the cases given are the ones checked: an answer wrong only from l = 2 passes depth 1
+    def wrong_beyond_one(design, depth, alpha):
+        v = variance_prediction(design, depth, alpha)
+        v[2:] *= 1.5
+        return v
+
+    assert checks.check_variance_prediction(wrong_beyond_one, cases=(("bn-linear", 1, 0.5),),
+                                            verbose=False)
+    assert not checks.check_variance_prediction(wrong_beyond_one, cases=(("bn-linear", 2, 0.5),),
+                                                verbose=False)
     seen = []
 
     def spy(x, gamma, beta, eps):

@@ -8,9 +8,10 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from bnlessons import models
 from bnlessons import running_stats as rs
-from bnlessons.data import Dataset
 from bnlessons.inference import bn_modes as bm
 from bnlessons.inference import precise_bn as pb
+
+from conftest import gaussian_classes
 
 
 def _mlp(seed=0):
@@ -148,10 +149,7 @@ def test_bias_corrected_tracker_is_a_weighted_average_of_batch_statistics():
 
 
 def test_ema_vs_precise_small_run():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 6, generator=g)
-    y = (x[:, 0] > 0).long()
-    data = Dataset("toy", x[:100], y[:100], x[100:], y[100:])
+    data = gaussian_classes(100, 100, features=6)
     result = pb.ema_vs_precise(data, seed=0, model=_mlp(), epochs=2, batch_size=50, lr=0.1,
                                sgd_momentum=0.9, ema_momenta=(0.01, 0.1),
                                precise_samples=100, precise_batch=50, progress=False)

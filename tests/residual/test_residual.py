@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from bnlessons import checks, lr_sweep
-from bnlessons.data import Dataset
 from bnlessons.models import ResidualBlock, ResidualMLP
 from bnlessons.residual import fixup, propagation, variants
+
+from conftest import gaussian_classes
 
 
 def gen(seed=0):
@@ -181,10 +182,7 @@ def test_fixup_bad_input(call, words):
 # --- residual variants -----------------------------------------------------------------------
 
 def tiny_data():
-    g = gen(0)
-    x = torch.randn(200, 12, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-    return Dataset("tiny", x[:150], y[:150], x[150:], y[150:])
+    return gaussian_classes(150, 50, features=12, classes=3)
 
 
 def _make(variant, depth, **settings):

@@ -1,16 +1,25 @@
-"""The learner-facing checks: they pass the reference and name what is wrong otherwise."""
+"""check_forward and check_backward: they pass a correct solution and name what is wrong
+otherwise."""
 import torch
 
 from bnlessons import checks, reference
 
+from conftest import backward_by_autograd, forward_by_pytorch
 
-def test_reference_passes(capsys):
-    assert checks.check_forward(reference.forward).passed
-    assert checks.check_forward(reference.forward, shapes=checks.SHAPES_4D).passed
-    assert checks.check_backward(reference.forward, reference.backward).passed
-    assert checks.check_backward(reference.forward, reference.backward_staged,
+
+def test_a_solution_independent_of_the_reference_passes(capsys):
+    # PyTorch's batch norm and autograd: a wrong reference inside the checks fails here
+    assert checks.check_forward(forward_by_pytorch).passed
+    assert checks.check_forward(forward_by_pytorch, shapes=checks.SHAPES_4D).passed
+    assert checks.check_backward(forward_by_pytorch, backward_by_autograd).passed
+    assert checks.check_backward(forward_by_pytorch, backward_by_autograd,
                                  shapes=checks.SHAPES_4D).passed
     assert "[PASS] check_forward" in capsys.readouterr().out
+
+
+def test_the_staged_backward_passes_on_images():
+    assert checks.check_backward(reference.forward, reference.backward_staged,
+                                 shapes=checks.SHAPES_4D, verbose=False).passed
 
 
 def test_unbiased_variance_is_caught_with_location(capsys):

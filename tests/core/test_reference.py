@@ -6,16 +6,15 @@ from torch import nn
 from bnlessons import reference
 from bnlessons.reference import BatchNorm
 
+from conftest import gaussian_classes
+
 TOL = 1e-10
 
 
 @pytest.fixture(autouse=True)
 def float64_by_default():
-    """Every tensor in this module is float64; restore the default afterwards."""
-    previous = torch.get_default_dtype()
+    """Every tensor in this module is float64 (conftest's fixture restores the default)."""
     torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 SHAPES = [(2, 1), (3, 7), (16, 64), (256, 5), (2, 3, 4, 4), (8, 16, 3, 5), (2, 64, 2, 2),
           (5, 4, 6)]
@@ -195,12 +194,10 @@ def test_batchnorm_function_detects_in_place_changes_of_saved_tensors():
 
 
 def test_a_diverging_network_with_the_reference_bn_is_recorded_not_crashed():
-    from bnlessons import data, models
+    from bnlessons import models
     from bnlessons.train import train
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 8, generator=g)
-    toy = data.Dataset("toy", x[:192], (x[:192, 0] > 0).long(), x[192:], (x[192:, 0] > 0).long())
+    toy = gaussian_classes(192, 64, features=8)
     torch.manual_seed(0)
     model = models.MLP(8, 2, width=16, depth=3, norm="reference", init=1.0)
     history = train(model, toy, steps=50, lr=1e30, batch_size=32, progress=False)

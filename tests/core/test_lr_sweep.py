@@ -1,0 +1,84 @@
+"""bnlessons.lr_sweep: the grid, the sweep and the largest learning rate that trains."""
+import math
+
+import pytest
+
+from bnlessons import lr_sweep
+from bnlessons.models import MLP
+
+from conftest import gaussian_classes
+
+
+def test_geometric_grid():
+    assert lr_sweep.geometric_grid(0.04, 10.24) == pytest.approx(
+        [0.04 * 2**k for k in range(9)])
+    assert lr_sweep.geometric_grid(1.0, 1.0) == (1.0,)
+    assert len(lr_sweep.geometric_grid(0.1, 100.0, factor=10.0)) == 4
+    with pytest.raises(ValueError, match="factor must be a finite number > 1"):
+        lr_sweep.geometric_grid(0.1, 1.0, factor=1.0)
+    with pytest.raises(TypeError, match="start"):
+        lr_sweep.geometric_grid(None, 1.0)
+    with pytest.raises(ValueError, match="stop"):
+        lr_sweep.geometric_grid(1.0, 0.1)
+    with pytest.raises(ValueError, match="start must be a finite number > 0"):
+        lr_sweep.geometric_grid(0.0, 1.0)
+
+
+def test_sweep_largest_trainable():
+    sw = lr_sweep.Sweep(lrs=(0.1, 0.2, 0.4, 0.8), final_acc=(0.9, 0.6, math.nan, 0.2),
+                        diverged=(False, False, True, False), skipped=(False,) * 4,
+                        threshold=0.5, trained=(True, True, False, False))
+    assert sw.trains() == [True, True, False, False]
+    assert sw.largest_trainable() == 0.2
+    none = lr_sweep.Sweep((0.1,), (0.1,), (False,), (False,), 0.5, (False,))
+    assert none.largest_trainable() is None
+
+
+def test_lr_sweep_runs_skips_and_is_reproducible():
+    data = gaussian_classes(150, 50, features=6)
+    lrs = (0.01, 0.1, 1e6, 1e7, 1e8)
+
+    def build():
+        return MLP(6, 2, width=16, depth=1)
+
+    sw = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
+                           stop_after=2)
+    assert sw.trains()[1] and not any(sw.trains()[2:])
+    assert sw.skipped == (False, False, False, False, True)
+    assert math.isnan(sw.final_acc[-1])
+    assert sw.largest_trainable() in (0.01, 0.1)
+    again = lr_sweep.lr_sweep(build, data, lrs, steps=60, seed=3, threshold=0.8, batch_size=32,
+                              stop_after=2)
+    assert again.final_acc[:2] == sw.final_acc[:2]
+    assert again.diverged == sw.diverged
+    every = lr_sweep.lr_sweep(build, data, lrs[:2], steps=5, seed=3, threshold=0.99,
+                              batch_size=32, stop_after=None)
+    assert every.skipped == (False, False)
+
+
+def test_lr_sweep_bad_input():
+    data = gaussian_classes(150, 50, features=6)
+
+    def build():
+        return MLP(6, 2, width=4, depth=1)
+
+    with pytest.raises(TypeError, match="build_model must be callable and return a new model"):
+        lr_sweep.lr_sweep(MLP(6, 2), data, (0.1,), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="ascending"):
+        lr_sweep.lr_sweep(build, data, (0.2, 0.1), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="lrs is empty"):
+        lr_sweep.lr_sweep(build, data, (), 5, 0, 0.5)
+    with pytest.raises(ValueError, match=r"lrs\[1\] must be a finite number > 0"):
+        lr_sweep.lr_sweep(build, data, (0.1, -0.2), 5, 0, 0.5)
+    with pytest.raises(TypeError, match=r"lrs\[0\]"):
+        lr_sweep.lr_sweep(build, data, ("0.1",), 5, 0, 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 1.5)
+    with pytest.raises(ValueError, match="stop_after"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=0)
+    with pytest.raises(TypeError, match="stop_after"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, 0.5, stop_after=2.0)
+    with pytest.raises(TypeError, match="threshold"):
+        lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, "0.5")
+
+
