@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bnlessons import reference
+from bnlessons._validate import per_channel, reduce_dims, values_per_channel
 from bnlessons.bn_math import gradcheck
 from bnlessons.bn_math import jacobian as bn_jacobian
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
@@ -43,16 +44,16 @@ def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
     """
     if not torch.isfinite(got).all():
         return ""
-    dims = (0,) + tuple(range(2, x.dim()))
-    shift = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
+    dims = reduce_dims(x)
+    shift = per_channel(beta, x)
     g, w = got.double() - shift, want.double() - shift
     factor = (g * w).sum(dim=dims) / (w * w).sum(dim=dims)
-    if float((g - w * factor.reshape(shift.shape)).abs().max()) > 1e-6 * float(w.abs().max()):
+    if gradcheck.relative_error(g, w * per_channel(factor, x)) > 1e-6:
         return ""  # not a pure rescaling
     common = float(factor.mean())
-    if float((factor - common).abs().max()) > 1e-6 * abs(common):
-        return ""
-    m = x.numel() // x.shape[1]
+    if gradcheck.relative_error(factor, torch.full_like(factor, common)) > 1e-6:
+        return ""  # a different factor for each feature
+    m = values_per_channel(x)
     hint = f". Every feature of out - beta is the reference's times {common:.6f}"
     if abs(common - math.sqrt((m - 1) / m)) < 1e-4:
         hint += (f" = sqrt((m-1)/m) for m = {m}: you normalised with the unbiased variance "
@@ -212,14 +213,6 @@ def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
     return torch.atan2(across, along)
 
 
-def values_in_batch(shape: Sequence[int]) -> int:
-    """How many values each feature's statistics use: N (times H*W for images)."""
-    count = shape[0]
-    for size in shape[2:]:
-        count *= size
-    return count
-
-
 def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
     """max over features of |sum of values| / sum of |values|: 0 when they cancel exactly."""
     total = values.sum(dim=dims).abs()
@@ -243,14 +236,14 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
     ``PROPERTY_SHAPES``); ``seed`` chooses the random inputs.
     """
     name = "check_dx_properties"
-    for shape in shapes:
-        if values_in_batch(shape) < 8:
+    cases = [_inputs(shape, seed=seed + i) for i, shape in enumerate(shapes)]
+    for shape, (x, *_) in zip(shapes, cases):
+        if values_per_channel(x) < 8:
             raise ValueError(f"check_dx_properties needs at least 8 values per feature, got "
                              f"shape {tuple(shape)}: with fewer, dx is mostly rounding noise")
-    for i, shape in enumerate(shapes):
-        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
+    for shape, (x, gamma, beta, dout) in zip(shapes, cases):
         note = f"(input shape {tuple(shape)})"
-        dims = (0,) + tuple(range(2, x.dim()))
+        dims = reduce_dims(x)
         try:
             _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
             dx = backward_fn(dout.clone(), cache)[0]

@@ -44,12 +44,18 @@ def elementwise_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     the largest entry instead, which suits finite differences, whose error is
     absolute rather than relative.)
     """
+    return float(_elementwise_errors(a, b).max())
+
+
+def _elementwise_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``|a_i - b_i| / max(|a_i| + |b_i|, 1e-8)`` for every entry, in float64."""
     a, b = a.double(), b.double()
-    return float(((a - b).abs() / (a.abs() + b.abs()).clamp_min(1e-8)).max())
+    return (a - b).abs() / (a.abs() + b.abs()).clamp_min(1e-8)
 
 
 def _worst_index(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
-    err = (a.double() - b.double()).abs() / (a.double().abs() + b.double().abs()).clamp_min(1e-8)
+    """Where :func:`elementwise_relative_error` finds its worst entry."""
+    err = _elementwise_errors(a, b)
     flat = int(err.argmax())
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape))
 

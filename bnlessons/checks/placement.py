@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from bnlessons.bn_math import gradcheck
 from bnlessons.checks.common import Verdict, gradable, report
 from bnlessons.placement.dropout import variance_ratio
 
@@ -96,7 +97,7 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
         return report(Verdict(name, False, f"a sequence's output moved by {leak['batch']:.2e} "
                                "when only other sequences changed: the statistics mix the "
                                "batch"), verbose)
-    moved = float((rescaled - out).abs().max() / out.abs().max())
+    moved = gradcheck.relative_error(rescaled, out)
     if moved > 1e-3:  # an epsilon inside the normalisation may move it a little
         return report(Verdict(name, False, f"scaling one position's channels changed its "
                                f"output by {moved:.2e} (relative): it is not normalised over "
