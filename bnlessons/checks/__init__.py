@@ -5,7 +5,8 @@ several shapes (with random upstream gradients, never ``sum(out)``, whose
 gradient is identically zero), compares with the reference and prints one
 verdict: a pass, or the first thing that is wrong (an exception, a shape, a
 dtype, which output, how far off and where). It also returns a ``Verdict`` so
-tests and autograders can assert on ``verdict.passed``. Code that still raises
+tests and autograders can assert on ``verdict.passed``. Every check runs the
+learner's code through ``call_learner``; code that still raises
 ``NotImplementedError``, or an answer left as ``...``, gets a ``[TODO] ... not
 implemented yet`` verdict instead of a failure. Every check takes other inputs
 (a ``seed``, shapes or cases), which hidden tests use through
@@ -31,6 +32,7 @@ from bnlessons.checks.bn_math import (
 from bnlessons.checks.common import (
     CheckFailed,
     Verdict,
+    call_learner,
     compare,
     elementwise_relative_error,
     passed_or,
@@ -65,7 +67,7 @@ from bnlessons.checks.residual import (
 )
 
 __all__ = [
-    "Verdict", "compare", "elementwise_relative_error", "report",
+    "Verdict", "call_learner", "compare", "elementwise_relative_error", "report",
     "CheckFailed", "passed_or", "require", "todo_verdict",
     "BACKWARD_TOL", "FORWARD_TOL", "SHAPES_2D", "SHAPES_4D",
     "check_backward", "check_bn_jacobian", "check_forward",

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from bnlessons import reference
+from bnlessons._validate import per_channel, reduce_dims, values_per_channel
 from bnlessons.bn_math import gradcheck
 from bnlessons.bn_math import jacobian as bn_jacobian
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
-from bnlessons.checks.common import Verdict, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 
 FORWARD_TOL = 1e-10
 BACKWARD_TOL = 1e-8
@@ -43,16 +44,16 @@ def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
     """
     if not torch.isfinite(got).all():
         return ""
-    dims = (0,) + tuple(range(2, x.dim()))
-    shift = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
+    dims = reduce_dims(x)
+    shift = per_channel(beta, x)
     g, w = got.double() - shift, want.double() - shift
     factor = (g * w).sum(dim=dims) / (w * w).sum(dim=dims)
-    if float((g - w * factor.reshape(shift.shape)).abs().max()) > 1e-6 * float(w.abs().max()):
+    if gradcheck.relative_error(g, w * per_channel(factor, x)) > 1e-6:
         return ""  # not a pure rescaling
     common = float(factor.mean())
-    if float((factor - common).abs().max()) > 1e-6 * abs(common):
-        return ""
-    m = x.numel() // x.shape[1]
+    if gradcheck.relative_error(factor, torch.full_like(factor, common)) > 1e-6:
+        return ""  # a different factor for each feature
+    m = values_per_channel(x)
     hint = f". Every feature of out - beta is the reference's times {common:.6f}"
     if abs(common - math.sqrt((m - 1) / m)) < 1e-4:
         hint += (f" = sqrt((m-1)/m) for m = {m}: you normalised with the unbiased variance "
@@ -63,6 +64,22 @@ def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
 
 def _first_output(result: object) -> object:
     return result[0] if isinstance(result, tuple) else result
+
+
+def _forward_then_backward(name: str, forward_fn: Callable, backward_fn: Callable,
+                           inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float],
+                           dout: torch.Tensor, note: str, verbose: bool) -> object:
+    """The learner's backward on the cache of the learner's forward, or the verdict on why not."""
+    x, gamma, beta, eps = inputs
+    result = call_learner(name, forward_fn, x.clone(), gamma.clone(), beta.clone(), eps,
+                          verbose=verbose, who="your forward", note=note)
+    if isinstance(result, Verdict):
+        return result
+    if not (isinstance(result, tuple) and len(result) == 2):
+        return report(Verdict(name, False, f"your forward must return (out, cache) {note}"),
+                      verbose)
+    return call_learner(name, backward_fn, dout.clone(), result[1], verbose=verbose,
+                        who="your backward", note=note)
 
 
 @gradable
@@ -80,11 +97,11 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
         x, gamma, beta, _ = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
         want, _ = reference.forward(x, gamma, beta, eps)
-        try:
-            got = _first_output(fn(x.clone(), gamma.clone(), beta.clone(), eps))
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        result = call_learner(name, fn, x.clone(), gamma.clone(), beta.clone(), eps,
+                              verbose=verbose, note=note)
+        if isinstance(result, Verdict):
+            return result
+        got = _first_output(result)
         problem = compare("out", got, want, tol, note)
         if problem:
             hint = _scale_hint(got, want, beta, x) if not problem.startswith(
@@ -113,15 +130,10 @@ def check_backward(forward_fn: Callable, backward_fn: Callable,
         note = f"(input shape {tuple(shape)})"
         _, ref_cache = reference.forward(x, gamma, beta, eps)
         want = reference.backward(dout, ref_cache)
-        try:
-            result = forward_fn(x.clone(), gamma.clone(), beta.clone(), eps)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                return report(Verdict(name, False, "your forward must return (out, cache) "
-                                       f"{note}"), verbose)
-            got = backward_fn(dout.clone(), result[1])
-        except Exception as err:  # noqa: BLE001
-            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = _forward_then_backward(name, forward_fn, backward_fn, (x, gamma, beta, eps),
+                                     dout, note, verbose)
+        if isinstance(got, Verdict):
+            return got
         if not (isinstance(got, tuple) and len(got) == 3):
             return report(Verdict(name, False, "your backward must return "
                                    f"(dx, dgamma, dbeta) {note}"), verbose)
@@ -174,15 +186,10 @@ def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
         x, gamma, beta, dout = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
         want = gradcheck.graph_gradients(x, gamma, beta, eps, dout)
-        try:
-            result = forward_fn(x.clone(), gamma.clone(), beta.clone(), eps)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                return report(Verdict(name, False, f"your forward must return (out, cache) "
-                                       f"{note}"), verbose)
-            got = backward_fn(dout.clone(), result[1])
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = _forward_then_backward(name, forward_fn, backward_fn, (x, gamma, beta, eps),
+                                     dout, note, verbose)
+        if isinstance(got, Verdict):
+            return got
         if not isinstance(got, Mapping):
             return report(Verdict(name, False, "your backward must return a dict with keys "
                                    f"{', '.join(STAGED_KEYS)}; got {type(got).__name__}"),
@@ -212,12 +219,16 @@ def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
     return torch.atan2(across, along)
 
 
-def values_in_batch(shape: Sequence[int]) -> int:
-    """How many values each feature's statistics use: N (times H*W for images)."""
-    count = shape[0]
-    for size in shape[2:]:
-        count *= size
-    return count
+def _dx_three_ways(forward_fn: Callable, backward_fn: Callable, x: torch.Tensor,
+                   gamma: torch.Tensor, beta: torch.Tensor,
+                   dout: torch.Tensor) -> tuple[object, object, object]:
+    """The learner's dx for ``dout``, for ``dout`` with eps = 0, and for ``dout = ones``."""
+    _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+    dx = backward_fn(dout.clone(), cache)[0]
+    _, cache0 = forward_fn(x.clone(), gamma.clone(), beta.clone(), 0.0)
+    dx0 = backward_fn(dout.clone(), cache0)[0]
+    dx_ones = backward_fn(torch.ones_like(dout), cache)[0]
+    return dx, dx0, dx_ones
 
 
 def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
@@ -243,23 +254,19 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
     ``PROPERTY_SHAPES``); ``seed`` chooses the random inputs.
     """
     name = "check_dx_properties"
-    for shape in shapes:
-        if values_in_batch(shape) < 8:
+    cases = [_inputs(shape, seed=seed + i) for i, shape in enumerate(shapes)]
+    for shape, (x, *_) in zip(shapes, cases):
+        if values_per_channel(x) < 8:
             raise ValueError(f"check_dx_properties needs at least 8 values per feature, got "
                              f"shape {tuple(shape)}: with fewer, dx is mostly rounding noise")
-    for i, shape in enumerate(shapes):
-        x, gamma, beta, dout = _inputs(shape, seed=seed + i)
+    for shape, (x, gamma, beta, dout) in zip(shapes, cases):
         note = f"(input shape {tuple(shape)})"
-        dims = (0,) + tuple(range(2, x.dim()))
-        try:
-            _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
-            dx = backward_fn(dout.clone(), cache)[0]
-            _, cache0 = forward_fn(x.clone(), gamma.clone(), beta.clone(), 0.0)
-            dx0 = backward_fn(dout.clone(), cache0)[0]
-            dx_ones = backward_fn(torch.ones_like(dout), cache)[0]
-        except Exception as err:  # noqa: BLE001
-            return report(Verdict(name, False, f"your code raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        dims = reduce_dims(x)
+        result = call_learner(name, _dx_three_ways, forward_fn, backward_fn, x, gamma, beta,
+                              dout, verbose=verbose, who="your code", note=note)
+        if isinstance(result, Verdict):
+            return result
+        dx, dx0, dx_ones = result
         for label, got in (("dx", dx), ("dx (eps = 0)", dx0), ("dx (dout = ones)", dx_ones)):
             if not isinstance(got, torch.Tensor) or got.shape != x.shape:
                 shape_got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)
@@ -381,11 +388,9 @@ def check_bn_jacobian(fn: Callable, sizes: Sequence[int] = JACOBIAN_SIZES,
         x = torch.randn(m, generator=g, dtype=torch.float64) * 2 + 1
         note = f"(m = {m}, gamma = {gamma}, eps = {eps})"
         want = bn_jacobian.autograd_bn_jacobian(x, gamma, eps)
-        try:
-            got = fn(x.clone(), gamma, eps)
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = call_learner(name, fn, x.clone(), gamma, eps, verbose=verbose, note=note)
+        if isinstance(got, Verdict):
+            return got
         if not isinstance(got, torch.Tensor):
             return report(Verdict(name, False, f"the Jacobian should be a torch.Tensor, got "
                                    f"{type(got).__name__} {note}"), verbose)
@@ -445,11 +450,9 @@ def check_update_ratio(fn: Callable, tol: float = 1e-9, verbose: bool = True,
     name = "check_update_ratio"
     before, after, want = _update_ratio_case(seed)
     snapshot = {k: v.clone() for k, v in before.state_dict().items()}
-    try:
-        got = fn(before, after)
-    except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-        return report(Verdict(name, False, f"your function raised {type(err).__name__}: {err}"),
-                      verbose)
+    got = call_learner(name, fn, before, after, verbose=verbose)
+    if isinstance(got, Verdict):
+        return got
     if not isinstance(got, Mapping):
         return report(Verdict(name, False, f"return a dict of layer name -> ratio, got "
                                f"{type(got).__name__}"), verbose)

@@ -1,16 +1,18 @@
-"""What every check shares: the verdict, the error measure, the comparison, and
-the helpers graders use (``require``, ``passed_or``, the not-implemented-yet verdict)."""
+"""What every check shares: the verdict, the error measure, the comparison, how a
+learner's code is run (``call_learner``: its value, or a ``[FAIL]`` or ``[TODO]``
+verdict), and the helpers graders use (``require``, ``passed_or``, the
+not-implemented-yet verdict)."""
 from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import torch
 
 F = TypeVar("F", bound=Callable[..., "Verdict"])
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,18 @@ def elementwise_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     the largest entry instead, which suits finite differences, whose error is
     absolute rather than relative.)
     """
+    return float(_elementwise_errors(a, b).max())
+
+
+def _elementwise_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``|a_i - b_i| / max(|a_i| + |b_i|, 1e-8)`` for every entry, in float64."""
     a, b = a.double(), b.double()
-    return float(((a - b).abs() / (a.abs() + b.abs()).clamp_min(1e-8)).max())
+    return (a - b).abs() / (a.abs() + b.abs()).clamp_min(1e-8)
 
 
 def _worst_index(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
-    err = (a.double() - b.double()).abs() / (a.double().abs() + b.double().abs()).clamp_min(1e-8)
+    """Where :func:`elementwise_relative_error` finds its worst entry."""
+    err = _elementwise_errors(a, b)
     flat = int(err.argmax())
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape))
 
@@ -92,20 +100,45 @@ def todo_verdict(name: str, detail: str = "") -> Verdict:
 
 
 def report(verdict: Verdict, verbose: bool) -> Verdict:
-    """Print the verdict (unless ``verbose`` is False) and return it.
-
-    A failing verdict made while handling a ``NotImplementedError`` from the
-    learner's code (every check reports from inside its ``except`` clause)
-    becomes a ``[TODO]`` verdict: the stub of a student notebook has not been
-    replaced yet, which is not a wrong answer.
-    """
-    if not verdict.passed and not verdict.todo:
-        missing = _not_implemented(sys.exc_info()[1])
-        if missing is not None:
-            verdict = todo_verdict(verdict.name, str(missing))
+    """Print the verdict (unless ``verbose`` is False) and return it."""
     if verbose:
         print(verdict)
     return verdict
+
+
+def call_learner(name: str, fn: Callable[..., T], *args: Any, verbose: bool,
+                 who: str = "your function", note: str = "") -> Union[T, Verdict]:
+    """Run ``fn(*args)``, the learner's code; return its value, or the verdict on how it failed.
+
+    Every check runs a learner's code through this, so that a failure reads
+    the same everywhere:
+
+    - code that raises ``NotImplementedError`` (or raises while handling one)
+      is not written yet: the ``[TODO]`` verdict of :func:`todo_verdict`,
+      with the error's message as its detail;
+    - any other exception is a ``[FAIL]``: "``who`` raised TypeError: ...",
+      followed by ``note`` (the case being tried);
+    - a ``Verdict`` returned by the learner's code is not an answer, so it is a
+      ``[FAIL]`` too, rather than a verdict the check would pass on.
+
+    ``name`` is the check's name; the verdict is printed unless ``verbose`` is
+    False. The caller tells the two outcomes apart with
+    ``isinstance(result, Verdict)`` and returns the verdict as its own.
+    """
+    after = f" {note}" if note else ""
+    try:
+        value = fn(*args)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+        missing = _not_implemented(err)
+        if missing is not None:
+            return report(todo_verdict(name, str(missing)), verbose)
+        detail = f": {err}" if str(err) else ""
+        return report(Verdict(name, False, f"{who} raised {type(err).__name__}{detail}{after}"),
+                      verbose)
+    if isinstance(value, Verdict):
+        return report(Verdict(name, False, f"{who} returned a Verdict, not an answer{after}"),
+                      verbose)
+    return value
 
 
 def gradable(check: F) -> F:
@@ -148,8 +181,6 @@ def require(*verdicts: Verdict) -> None:
         if not verdict.passed:
             raise CheckFailed(str(verdict))
 
-
-T = TypeVar("T")
 
 
 def passed_or(verdict: Verdict, yours: T, reference: T) -> T:

@@ -1,12 +1,12 @@
 """Checks for the covariate-shift topics: saturation, the percentile probe, the noise layer."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from bnlessons.checks.common import Verdict, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, gradable, report
 from bnlessons.covariate_shift import ics, shift
 from bnlessons.covariate_shift.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
 from bnlessons.models import MLP
@@ -18,14 +18,13 @@ SATURATION_CASES: tuple[tuple[float, float, float], ...] = (
     (0.0, 1.0, 4.0), (3.0, 2.0, 4.0), (-5.0, 0.5, 4.0), (1.0, 3.0, 2.5))
 
 
-def _as_float(value: object) -> float:
+def _not_a_number(value: object) -> Optional[str]:
+    """What ``value`` is if it is not one number (an int, a float or a one-element tensor)."""
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"expected one number, got a tensor of shape {tuple(value.shape)}")
-        return float(value)
+        return None if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected a number, got {type(value).__name__}")
-    return float(value)
+        return type(value).__name__
+    return None
 
 
 @gradable
@@ -44,15 +43,18 @@ def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
         z = mean + std * torch.randn(5000, generator=g, dtype=torch.float64)
         note = f"(z ~ N({mean:g}, {std:g}^2), threshold {threshold:g})"
         want = shift.saturation(z, threshold)
-        try:
-            result = fn(z.clone(), threshold)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                return report(Verdict(name, False, "return a pair (fraction, mean_slope) "
+        result = call_learner(name, fn, z.clone(), threshold, verbose=verbose, note=note)
+        if isinstance(result, Verdict):
+            return result
+        if not (isinstance(result, tuple) and len(result) == 2):
+            return report(Verdict(name, False, "return a pair (fraction, mean_slope) "
+                                   f"{note}"), verbose)
+        for label, value in zip(("fraction", "mean_slope"), result):
+            what = _not_a_number(value)
+            if what is not None:
+                return report(Verdict(name, False, f"{label} should be one number, got {what} "
                                        f"{note}"), verbose)
-            got = tuple(_as_float(v) for v in result)
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = tuple(float(v) for v in result)
         for label, a, b in zip(("fraction", "mean_slope"), got, want):
             if not abs(a - b) <= tol:
                 hint = ""
@@ -98,11 +100,9 @@ def check_percentile_probe(fn: Callable, tol: float = PROBE_TOL,
             module = model.blocks[layer].act
             note = f"(hidden layer {layer + 1}, batch {tuple(x.shape)})"
             want = ics.percentile_probe(model, x, module)
-            try:
-                got = fn(model, x.clone(), module)
-            except Exception as err:  # noqa: BLE001
-                return report(Verdict(name, False, f"your function raised "
-                                       f"{type(err).__name__}: {err} {note}"), verbose)
+            got = call_learner(name, fn, model, x.clone(), module, verbose=verbose, note=note)
+            if isinstance(got, Verdict):
+                return got
             if not model.training:
                 return report(Verdict(name, False, "the model was left in eval mode: restore "
                                        "the mode it had (model.train(was_training))"), verbose)
@@ -133,6 +133,21 @@ def _noise_input(units: int, rows: int) -> torch.Tensor:
     return a
 
 
+def _run_noise_layer(make_layer: Callable[[], nn.Module], a: torch.Tensor
+                     ) -> tuple[object, object, torch.Tensor, object]:
+    """Build the learner's layer; two training-mode outputs, the input with its gradient,
+    and the eval-mode output."""
+    layer = make_layer()
+    layer.train()
+    out = layer(a.clone())
+    out2 = layer(a.clone())
+    a_grad = a.clone().requires_grad_(True)
+    layer(a_grad).sum().backward()
+    layer.eval()
+    out_eval = layer(a.clone())
+    return out, out2, a_grad, out_eval
+
+
 @gradable
 def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True,
                       seed: int = 7) -> Verdict:
@@ -153,18 +168,11 @@ def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True,
     sigma_mid = sum(SCALE_RANGE) / 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            layer = make_layer()
-            layer.train()
-            out = layer(a.clone())
-            out2 = layer(a.clone())
-            a_grad = a.clone().requires_grad_(True)
-            layer(a_grad).sum().backward()
-            layer.eval()
-            out_eval = layer(a.clone())
-        except Exception as err:  # noqa: BLE001
-            return report(Verdict(name, False, f"your layer raised {type(err).__name__}: {err}"),
-                          verbose)
+        result = call_learner(name, _run_noise_layer, make_layer, a, verbose=verbose,
+                              who="your layer")
+    if isinstance(result, Verdict):
+        return result
+    out, out2, a_grad, out_eval = result
 
     def fail(message: str) -> Verdict:
         return report(Verdict(name, False, message), verbose)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons.checks.common import Verdict, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.inference.bn_modes import bn_buffers, buffers_changed
 from bnlessons.inference.deploy import fold_linear_bn
 from bnlessons.inference.precise_bn import recompute_bn_stats
@@ -28,11 +28,6 @@ def _running_inputs(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, ..
     running_mean = torch.randn(c, generator=g, dtype=torch.float64)
     running_var = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
     return x, running_mean, running_var
-
-
-def _raised(name: str, err: Exception, note: str, verbose: bool) -> Verdict:
-    return report(Verdict(name, False, f"your function raised {type(err).__name__}: {err} "
-                           f"{note}"), verbose)
 
 
 def _pair(result: object, n: int) -> Optional[tuple]:
@@ -57,10 +52,11 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
         x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum}, num_batches_tracked={count})"
         want = running_stats.pytorch_update(rm, rv, count, x, momentum)
-        try:
-            got = _pair(fn(rm.clone(), rv.clone(), count, x.clone(), momentum), 3)
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return _raised(name, err, note, verbose)
+        result = call_learner(name, fn, rm.clone(), rv.clone(), count, x.clone(), momentum,
+                              verbose=verbose, note=note)
+        if isinstance(result, Verdict):
+            return result
+        got = _pair(result, 3)
         if got is None:
             return report(Verdict(name, False, "return (running_mean, running_var, "
                                    f"num_batches_tracked) {note}"), verbose)
@@ -100,10 +96,11 @@ def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = T
         x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum})"
         want = running_stats.cs231n_update(rm, rv, x, momentum)
-        try:
-            got = _pair(fn(rm.clone(), rv.clone(), x.clone(), momentum), 2)
-        except Exception as err:  # noqa: BLE001
-            return _raised(name, err, note, verbose)
+        result = call_learner(name, fn, rm.clone(), rv.clone(), x.clone(), momentum,
+                              verbose=verbose, note=note)
+        if isinstance(result, Verdict):
+            return result
+        got = _pair(result, 2)
         if got is None:
             return report(Verdict(name, False, f"return (running_mean, running_var) {note}"),
                           verbose)
@@ -162,10 +159,9 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
         recompute_bn_stats(want, x, batch_size)
         got = copy.deepcopy(model)
         got.train(arrives_training)
-        try:
-            fn(got, x.clone(), batch_size)
-        except Exception as err:  # noqa: BLE001
-            return _raised(name, err, note, verbose)
+        failed = call_learner(name, fn, got, x.clone(), batch_size, verbose=verbose, note=note)
+        if isinstance(failed, Verdict):
+            return failed
         for idx in (1, 4):
             for buf in ("running_mean", "running_var"):
                 problem = compare(f"layer {idx} {buf}", getattr(got[idx], buf),
@@ -210,10 +206,11 @@ def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True,
             bn.running_var.copy_(torch.rand(n_out, generator=g, dtype=torch.float64) * 3 + 0.1)
         note = f"(Linear({n_in}, {n_out}, bias={bias}), BatchNorm1d affine={affine})"
         want = fold_linear_bn(linear, bn)
-        try:
-            got = _pair(fn(copy.deepcopy(linear), copy.deepcopy(bn)), 2)
-        except Exception as err:  # noqa: BLE001
-            return _raised(name, err, note, verbose)
+        result = call_learner(name, fn, copy.deepcopy(linear), copy.deepcopy(bn),
+                              verbose=verbose, note=note)
+        if isinstance(result, Verdict):
+            return result
+        got = _pair(result, 2)
         if got is None:
             return report(Verdict(name, False, f"return (weight, bias) {note}"), verbose)
         for label, g_t, w_t in (("weight", got[0], want.weight.detach()),
@@ -265,10 +262,10 @@ def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdi
         note = f"(batch_size={batch_size}, model in {mode} mode)"
         want = 0.75
         before = bn_buffers(model)
-        try:
-            got = fn(model, x.clone(), y.clone(), batch_size)
-        except Exception as err:  # noqa: BLE001
-            return _raised(name, err, note, verbose)
+        got = call_learner(name, fn, model, x.clone(), y.clone(), batch_size, verbose=verbose,
+                           note=note)
+        if isinstance(got, Verdict):
+            return got
         changed = buffers_changed(before, bn_buffers(model))
         if changed:
             return report(Verdict(name, False, f"your loop changed {', '.join(changed)}: the "

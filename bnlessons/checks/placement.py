@@ -2,22 +2,17 @@
 before BN, a pre-activation block and a causal-safe normalisation."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import copy
+from typing import Any, Callable, Sequence
 
 import torch
 
-from bnlessons.checks.common import Verdict, gradable, report
+from bnlessons.bn_math import gradcheck
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.placement.dropout import variance_ratio
 
 RATIO_CASES: tuple[tuple[float, float, float], ...] = (
     (0.0, 1.0, 0.5), (0.3989, 0.3408, 0.5), (2.0, 0.5, 0.8), (-1.0, 4.0, 0.9), (0.5, 0.25, 1.0))
-
-
-def _failed(err: BaseException) -> str:
-    """How the learner's code failed, for a verdict: not written yet, or an error."""
-    if isinstance(err, NotImplementedError):
-        return "is not implemented yet"
-    return f"raised {type(err).__name__}: {err}"
 
 
 @gradable
@@ -30,12 +25,9 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9, verbose: bool 
     the ``(c, v, p)`` triples tried."""
     name = "check_dropout_variance_ratio"
     for c, v, p in cases:
-        try:
-            got = fn(c, v, p)
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            kind = _failed(err)
-            return report(Verdict(name, False, f"your function {kind} (c={c}, v={v}, p={p})"),
-                          verbose)
+        got = call_learner(name, fn, c, v, p, verbose=verbose, note=f"(c={c}, v={v}, p={p})")
+        if isinstance(got, Verdict):
+            return got
         want = variance_ratio(c, v, p)
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = float(got)
@@ -52,6 +44,20 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9, verbose: bool 
                            "((c^2 + v)/p - c^2)/v"), verbose)
 
 
+def _run_causal_norm(layer: torch.nn.Module, x: torch.Tensor, z: torch.Tensor,
+                     scales: torch.Tensor) -> tuple[Any, Any, dict[str, float]]:
+    """The learner's layer in float64 training mode on ``z`` and on ``z * scales``, and
+    how much a causal model built with it leaks on ``x``."""
+    from bnlessons.placement.sequences import causal_model, leakage
+
+    layer = layer.double().train()
+    with torch.no_grad():
+        out = layer(z)
+        rescaled = layer(z * scales)
+    model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
+    return out, rescaled, leakage(model, x, step=6)
+
+
 @gradable
 def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31) -> Verdict:
     """Check ``make_norm(channels)``: a normalisation for (N, C, T) sequences that a causal
@@ -62,30 +68,26 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
     position's output must not change when that position's channels are all
     multiplied by the same positive number. ``seed`` chooses the random inputs.
     """
-    import copy
-
-    from bnlessons.placement.sequences import causal_model, leakage
-
     name = "check_causal_norm"
+    who = "your normalisation"
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(6, 4, 12, generator=g, dtype=torch.float64) * 2 + 0.5
-    try:
-        with torch.random.fork_rng(devices=[]):
-            layer = make_norm(16)
-        if not isinstance(layer, torch.nn.Module):
-            return report(Verdict(name, False, f"make_norm must return an nn.Module, got "
-                                   f"{type(layer).__name__}"), verbose)
-        layer = layer.double().train()
-        z = torch.randn(6, 16, 12, generator=g, dtype=torch.float64) * 3 + 1
-        scales = torch.rand(6, 1, 12, generator=g, dtype=torch.float64) * 4 + 0.25
-        with torch.no_grad():
-            out = layer(z)
-            rescaled = layer(z * scales)
-        model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
-        leak = leakage(model, x, step=6)
-    except Exception as err:  # noqa: BLE001
-        kind = _failed(err)
-        return report(Verdict(name, False, f"your normalisation {kind}"), verbose)
+    with torch.random.fork_rng(devices=[]):
+        layer = call_learner(name, make_norm, 16, verbose=verbose, who=who)
+    if isinstance(layer, Verdict):
+        return layer
+    if not isinstance(layer, torch.nn.Module):
+        return report(Verdict(name, False, f"make_norm must return an nn.Module, got "
+                               f"{type(layer).__name__}"), verbose)
+    z = torch.randn(6, 16, 12, generator=g, dtype=torch.float64) * 3 + 1
+    scales = torch.rand(6, 1, 12, generator=g, dtype=torch.float64) * 4 + 0.25
+    result = call_learner(name, _run_causal_norm, layer, x, z, scales, verbose=verbose, who=who)
+    if isinstance(result, Verdict):
+        return result
+    out, rescaled, leak = result
+    if not isinstance(out, torch.Tensor):
+        return report(Verdict(name, False, f"the output should be a torch.Tensor, got "
+                               f"{type(out).__name__}"), verbose)
     if out.shape != z.shape:
         return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
                                f"expected {tuple(z.shape)} (N, C, T)"), verbose)
@@ -96,13 +98,37 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
         return report(Verdict(name, False, f"a sequence's output moved by {leak['batch']:.2e} "
                                "when only other sequences changed: the statistics mix the "
                                "batch"), verbose)
-    moved = float((rescaled - out).abs().max() / out.abs().max())
+    moved = gradcheck.relative_error(rescaled, out)
     if moved > 1e-3:  # an epsilon inside the normalisation may move it a little
         return report(Verdict(name, False, f"scaling one position's channels changed its "
                                f"output by {moved:.2e} (relative): it is not normalised over "
                                "the channels of each position"), verbose)
     return report(Verdict(name, True, "no leakage across steps or sequences, and each "
                            "position is normalised over its channels"), verbose)
+
+
+def _run_preact_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
+                      norms: list[torch.nn.BatchNorm1d], x: torch.Tensor) -> tuple[Any, list[str]]:
+    """The learner's block in training mode on ``x`` with its last linear layer at zero, the
+    order in which its layers first ran, and then (that layer restored) one backward pass."""
+    block.train()
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: order.append(kind))
+             for kind, group in (("bn", norms), ("linear", linears)) for m in group]
+    try:
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in linears[-1].parameters()]
+            for p in linears[-1].parameters():
+                p.zero_()
+            out = block(x)
+            for p, s in zip(linears[-1].parameters(), saved):
+                p.copy_(s)
+    finally:
+        for h in hooks:
+            h.remove()
+    block.zero_grad(set_to_none=True)
+    block(x).pow(2).sum().backward()
+    return out, order
 
 
 @gradable
@@ -121,35 +147,26 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
     name = "check_preact_block"
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(32, width, generator=g) * 2 - 0.5
-    try:
-        with torch.random.fork_rng(devices=[]):
-            block = block_class(width)
-        if not isinstance(block, torch.nn.Module):
-            return report(Verdict(name, False, f"{getattr(block_class, '__name__', 'it')} must "
-                                   f"build an nn.Module, got {type(block).__name__}"), verbose)
-        block.train()
-        linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
-        norms = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-        if len(linears) < 2 or len(norms) < 2:
-            return report(Verdict(name, False, f"expected two linear and two BatchNorm1d "
-                                   f"layers, found {len(linears)} and {len(norms)}"), verbose)
-        order: list[str] = []
-        hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: order.append(kind))
-                 for kind, group in (("bn", norms), ("linear", linears)) for m in group]
-        with torch.no_grad():
-            saved = [p.detach().clone() for p in linears[-1].parameters()]
-            for p in linears[-1].parameters():
-                p.zero_()
-            out = block(x)
-            for p, s in zip(linears[-1].parameters(), saved):
-                p.copy_(s)
-        for h in hooks:
-            h.remove()
-        block.zero_grad(set_to_none=True)
-        block(x).pow(2).sum().backward()
-    except Exception as err:  # noqa: BLE001
-        kind = _failed(err)
-        return report(Verdict(name, False, f"your block {kind}"), verbose)
+    with torch.random.fork_rng(devices=[]):
+        block = call_learner(name, block_class, width, verbose=verbose, who="your block")
+    if isinstance(block, Verdict):
+        return block
+    if not isinstance(block, torch.nn.Module):
+        return report(Verdict(name, False, f"{getattr(block_class, '__name__', 'it')} must "
+                               f"build an nn.Module, got {type(block).__name__}"), verbose)
+    linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    if len(linears) < 2 or len(norms) < 2:
+        return report(Verdict(name, False, f"expected two linear and two BatchNorm1d "
+                               f"layers, found {len(linears)} and {len(norms)}"), verbose)
+    result = call_learner(name, _run_preact_block, block, linears, norms, x, verbose=verbose,
+                          who="your block")
+    if isinstance(result, Verdict):
+        return result
+    out, order = result
+    if not isinstance(out, torch.Tensor):
+        return report(Verdict(name, False, f"the block should return a torch.Tensor, got "
+                               f"{type(out).__name__}"), verbose)
     if out.shape != x.shape:
         return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
                                f"expected {tuple(x.shape)}"), verbose)
@@ -180,10 +197,6 @@ def check_drop_bias(fn: Callable, verbose: bool = True, seed: int = 43) -> Verdi
     its running mean must still be the original's minus the bias. ``seed``
     chooses the random layers and inputs.
     """
-    import copy
-
-    from bnlessons.checks.common import compare
-
     name = "check_drop_bias"
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # every value is overwritten from g below
@@ -200,13 +213,14 @@ def check_drop_bias(fn: Callable, verbose: bool = True, seed: int = 43) -> Verdi
     original = [t.detach().clone() for t in (*linear.state_dict().values(),
                                              *bn.state_dict().values())]
     reference_linear, reference_bn = copy.deepcopy(linear), copy.deepcopy(bn)
-    try:
-        with torch.random.fork_rng(devices=[]):  # a new layer draws from the global generator
-            result = fn(linear, bn)
-        new_linear, new_bn = result
-    except Exception as err:  # noqa: BLE001
-        kind = _failed(err)
-        return report(Verdict(name, False, f"your function {kind}"), verbose)
+    with torch.random.fork_rng(devices=[]):  # a new layer draws from the global generator
+        result = call_learner(name, fn, linear, bn, verbose=verbose)
+    if isinstance(result, Verdict):
+        return result
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        return report(Verdict(name, False, "return a pair (nn.Linear, nn.BatchNorm1d), got "
+                               f"{type(result).__name__}"), verbose)
+    new_linear, new_bn = result
     after = [t.detach() for t in (*linear.state_dict().values(), *bn.state_dict().values())]
     if any(not torch.equal(a, b) for a, b in zip(original, after)):
         return report(Verdict(name, False, "the modules passed in were changed: build new ones "

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from bnlessons.checks.common import Verdict, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.train import History
 
 PREDICTION_TOL = 1e-8
@@ -45,11 +45,9 @@ def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, floa
     for design, depth, alpha in cases:
         note = f"(design={design!r}, depth={depth}, alpha={alpha:g})"
         want = predicted_variance(design, depth, alpha)
-        try:
-            got = fn(design, depth, alpha)
-        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
-            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = call_learner(name, fn, design, depth, alpha, verbose=verbose, note=note)
+        if isinstance(got, Verdict):
+            return got
         if isinstance(got, torch.Tensor) and got.is_floating_point() and got.dtype != want.dtype:
             got = got.double()
         problem = compare("Var(x_l)", got, want, tol, note)
@@ -82,14 +80,13 @@ def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(32, width, generator=g, dtype=torch.float64)
     dout = torch.randn(32, width, generator=g, dtype=torch.float64)
-    try:
-        # The learner's layers draw their initial weights from the global
-        # generator; fork it so that calling the check changes nothing.
-        with torch.random.fork_rng(devices=[]):
-            block = make_block(width)
-    except Exception as err:  # noqa: BLE001
-        return report(Verdict(name, False, f"make_block({width}) raised {type(err).__name__}: "
-                               f"{err}"), verbose)
+    # The learner's layers draw their initial weights from the global
+    # generator; fork it so that calling the check changes nothing.
+    with torch.random.fork_rng(devices=[]):
+        block = call_learner(name, make_block, width, verbose=verbose,
+                             who=f"make_block({width})")
+    if isinstance(block, Verdict):
+        return block
     if not isinstance(block, nn.Module):
         return report(Verdict(name, False, "make_block must return an nn.Module, got "
                                f"{type(block).__name__}"), verbose)
@@ -105,11 +102,9 @@ def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16
                                + ", ".join(n for n, _ in zeros) + "); use exactly one alpha"),
                       verbose)
     alpha_name, alpha = zeros[0]
-    try:
-        out = block(x)
-    except Exception as err:  # noqa: BLE001
-        return report(Verdict(name, False, f"the forward pass raised {type(err).__name__}: "
-                               f"{err}"), verbose)
+    out = call_learner(name, block, x, verbose=verbose, who="the forward pass")
+    if isinstance(out, Verdict):
+        return out
     problem = compare("output at initialisation", out.detach(), x, 1e-12,
                       "(with alpha = 0 the block must return its input unchanged)")
     if problem:
@@ -187,11 +182,10 @@ def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5, verbose: bo
         trainable = [lr for lr in lrs if lr <= good_up_to]
         want = max(trainable) if trainable else None
         note = f"(lrs={list(lrs)}, runs train up to lr={good_up_to:g})"
-        try:
-            got = fn(train_at, list(lrs), min_accuracy)
-        except Exception as err:  # noqa: BLE001
-            return report(Verdict(name, False, f"your function raised {type(err).__name__}: "
-                                   f"{err} {note}"), verbose)
+        got = call_learner(name, fn, train_at, list(lrs), min_accuracy, verbose=verbose,
+                           note=note)
+        if isinstance(got, Verdict):
+            return got
         if want is None and got is not None:
             return report(Verdict(name, False, f"no rate trains, so the answer is None; got "
                                    f"{got!r} {note}"), verbose)

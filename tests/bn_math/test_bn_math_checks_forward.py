@@ -52,3 +52,82 @@ def test_backward_names_the_wrong_output():
     v = checks.check_backward(lambda x, g, b, e: reference.forward(x, g, b, e)[0],
                               reference.backward, verbose=False)
     assert "(out, cache)" in v.message
+
+
+def test_call_learner_returns_what_the_code_returns(capsys):
+    args = []
+
+    def fn(*a):
+        args.append(a)
+        return {"answer": a[0] * 2}
+
+    assert checks.call_learner("check_x", fn, 3, "b", verbose=True) == {"answer": 6}
+    assert args == [(3, "b")] and capsys.readouterr().out == ""
+
+
+def test_call_learner_says_todo_for_code_not_written(capsys):
+    def stub(x):
+        raise NotImplementedError("write stub")
+
+    verdict = checks.call_learner("check_x", stub, 1, verbose=True, note="(case 1)")
+    assert isinstance(verdict, checks.Verdict) and verdict.todo and not verdict.passed
+    assert capsys.readouterr().out == "[TODO] check_x: not implemented yet (write stub)\n"
+
+    def stub_bare():
+        raise NotImplementedError
+
+    assert str(checks.call_learner("check_x", stub_bare, verbose=False)) == \
+        "[TODO] check_x: not implemented yet"
+
+    def fails_inside_a_stub():  # a learner's helper that is still a stub, called in a try
+        try:
+            stub(0)
+        except NotImplementedError:
+            raise RuntimeError("could not finish") from None
+
+    verdict = checks.call_learner("check_x", fails_inside_a_stub, verbose=False)
+    assert verdict.todo and str(verdict) == "[TODO] check_x: not implemented yet (write stub)"
+
+
+def test_call_learner_names_the_error_and_the_case(capsys):
+    verdict = checks.call_learner("check_x", lambda d: d["k"], {}, verbose=True,
+                                  who="your loop", note="(batch_size=4)")
+    assert isinstance(verdict, checks.Verdict) and not verdict.passed and not verdict.todo
+    assert verdict.message == "your loop raised KeyError: 'k' (batch_size=4)"
+    assert capsys.readouterr().out == "[FAIL] check_x: your loop raised KeyError: 'k' " \
+                                      "(batch_size=4)\n"
+
+    def no_message():
+        raise ValueError
+
+    assert checks.call_learner("check_x", no_message, verbose=False).message == \
+        "your function raised ValueError"
+
+
+def test_call_learner_does_not_pass_on_a_verdict_the_code_returns():
+    passing = checks.Verdict("check_x", True, "fine")
+    verdict = checks.call_learner("check_x", lambda: passing, verbose=False)
+    assert verdict is not passing and not verdict.passed and not verdict.todo
+    assert "returned a Verdict" in verdict.message
+
+
+def test_a_wrong_answer_checked_while_handling_a_stub_is_still_a_failure():
+    try:
+        raise NotImplementedError("the learner's code elsewhere")
+    except NotImplementedError:
+        verdict = checks.check_forward(lambda x, g, b, e: x, verbose=False)
+    assert not verdict.passed and not verdict.todo
+
+
+def test_a_check_names_which_code_failed_and_on_which_case():
+    def boom(*args):
+        raise ZeroDivisionError("division by zero")
+
+    verdict = checks.check_pytorch_update(boom, verbose=False)
+    assert verdict.message == ("your function raised ZeroDivisionError: division by zero "
+                               "(x of shape (8, 3), momentum=0.1, num_batches_tracked=0)")
+    verdict = checks.check_backward(reference.forward, boom, verbose=False)
+    assert verdict.message == ("your backward raised ZeroDivisionError: division by zero "
+                               "(input shape (8, 5))")
+    verdict = checks.check_backward(boom, reference.backward, verbose=False)
+    assert verdict.message.startswith("your forward raised ZeroDivisionError")
