@@ -34,8 +34,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "configuration layer_jacobians does not measure, a bad value",
     ("checks/bn_math.py", "isinstance(m, bool) or not isinstance(m, int) or m < 3"):
         "check_bn_jacobian's sizes: to be replaced by check_int(m, 'sizes[i]', 3)",
-    ("checks/covariate_shift.py", "isinstance(value, bool) or not isinstance(value, (int, float))"):
-        "_as_float: to be replaced by check_number",
     ("coursework/grade.py",
      "isinstance(cell_timeout, bool) or not isinstance(cell_timeout, int) or cell_timeout <= 0"):
         "grade's cell_timeout: to be replaced by check_int(cell_timeout, 'cell_timeout', 1)",
