@@ -127,3 +127,14 @@ def variance_prediction(design: str, depth: int, alpha: float) -> torch.Tensor:
     """
     steps = torch.arange(depth + 1, dtype=torch.float64)
     return (1 + alpha**2) ** steps if design == "linear" else 1 + alpha**2 * steps
+
+
+def largest_stable_lr(train_at, lrs, min_accuracy):
+    """A correct answer to the largest-stable-rate exercise: the largest rate of an
+    ascending walk whose run trained (``History.trained``, the library's one rule)."""
+    best = None
+    for lr in sorted(lrs):
+        if not train_at(lr).trained(min_accuracy):
+            break
+        best = lr
+    return best

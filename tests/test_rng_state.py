@@ -24,6 +24,7 @@ from bnlessons.placement.dropout import variance_ratio
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
 
+from conftest import largest_stable_lr
 from conftest import staged_backward as _staged
 from conftest import variance_prediction as _variance
 
@@ -50,16 +51,6 @@ def _update_ratio(before, after):
     return {name: float((a.weight - b.weight).detach().norm() / b.weight.detach().norm())
             for (name, b), (_, a) in zip(before.named_modules(), after.named_modules())
             if isinstance(b, torch.nn.Linear)}
-
-
-def _largest(train_at, lrs, min_accuracy):
-    best = None
-    for lr in sorted(lrs):
-        h = train_at(lr)
-        if not h.trained(min_accuracy):  # the library's one rule for "it trained"
-            break
-        best = lr
-    return best
 
 
 def _fold(linear, bn):
@@ -117,7 +108,8 @@ CALLS = {
     "check_variance_prediction": lambda: checks.check_variance_prediction(_variance,
                                                                           verbose=False),
     "check_skipinit_block": lambda: checks.check_skipinit_block(_SkipInitBlock, verbose=False),
-    "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(_largest, verbose=False),
+    "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(largest_stable_lr,
+                                                                      verbose=False),
     "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
         variance_ratio, verbose=False),
     "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),

@@ -10,7 +10,7 @@ from bnlessons import checks, lr_sweep
 from bnlessons.models import ResidualBlock, ResidualMLP
 from bnlessons.residual import fixup, propagation, variants
 
-from conftest import gaussian_classes
+from conftest import gaussian_classes, largest_stable_lr
 
 
 def gen(seed=0):
@@ -369,22 +369,12 @@ def test_check_skipinit_block():
     assert "nn.Module" in checks.check_skipinit_block(lambda w: "block", verbose=False).message
 
 
-def good_largest(train_at, lrs, min_accuracy):
-    best = None
-    for lr in sorted(lrs):
-        h = train_at(lr)
-        if not h.trained(min_accuracy):  # the library's one rule for "it trained"
-            break
-        best = lr
-    return best
-
-
 def test_check_largest_stable_lr():
-    assert checks.check_largest_stable_lr(good_largest, verbose=False).passed
+    assert checks.check_largest_stable_lr(largest_stable_lr, verbose=False).passed
     finite_only = lambda t, lrs, m: max(lr for lr in lrs if not t(lr).diverged)  # noqa: E731
     v = checks.check_largest_stable_lr(finite_only, verbose=False)
     assert not v.passed and "min_accuracy" in v.message
-    last_good = lambda t, lrs, m: good_largest(t, lrs, m) or lrs[0]  # noqa: E731
+    last_good = lambda t, lrs, m: largest_stable_lr(t, lrs, m) or lrs[0]  # noqa: E731
     assert "None" in checks.check_largest_stable_lr(last_good, verbose=False).message
     unsorted = lambda t, lrs, m: next((lrs[i - 1] for i, lr in enumerate(lrs)  # noqa: E731
                                        if t(lr).diverged), lrs[-1])
