@@ -158,10 +158,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def _check_seed(seed: object) -> int:
-    return check_int(seed, "seed", 0)
-
-
 def derive_seed(seed: int, purpose: str) -> int:
     """A seed for one named stream of a run's random draws, computed from the run's ``seed``.
 
@@ -173,7 +169,7 @@ def derive_seed(seed: int, purpose: str) -> int:
     each purpose (the first 63 bits of a SHA-256 of both), the same on every
     machine and in every run.
     """
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     if not isinstance(purpose, str) or not purpose:
         raise TypeError(f"purpose must be a non-empty str, got {purpose!r}")
     digest = hashlib.sha256(f"{seed}/{purpose}".encode()).digest()
@@ -190,7 +186,7 @@ def seeded(seed: int) -> Iterator[None]:
     seed gives the same numbers whether or not other runs came before it,
     and a notebook's next draw does not depend on what a library call used.
     """
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

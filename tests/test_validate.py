@@ -18,18 +18,17 @@ from bnlessons._validate import (
 
 NOT_NUMBERS = [True, False, None, "1", [1.0], torch.tensor(1.0), 1j]
 NON_FINITE = [math.nan, math.inf, -math.inf]
+NUMBER_HELPERS = [check_number, check_positive, check_nonnegative, check_fraction]
 
 
-@pytest.mark.parametrize("helper", [check_number, check_positive, check_nonnegative,
-                                    check_fraction])
+@pytest.mark.parametrize("helper", NUMBER_HELPERS)
 @pytest.mark.parametrize("bad", NOT_NUMBERS, ids=repr)
 def test_a_number_of_the_wrong_type_is_a_type_error_naming_the_argument(helper, bad):
     with pytest.raises(TypeError, match=r"^rate must be a finite number.*got .*\(\w+\)$"):
         helper(bad, "rate")
 
 
-@pytest.mark.parametrize("helper", [check_number, check_positive, check_nonnegative,
-                                    check_fraction])
+@pytest.mark.parametrize("helper", NUMBER_HELPERS)
 @pytest.mark.parametrize("bad", NON_FINITE, ids=repr)
 def test_nan_and_inf_are_bad_values(helper, bad):
     with pytest.raises(ValueError, match=rf"^rate must be a finite number.*got {bad!r}$"):
