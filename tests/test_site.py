@@ -28,6 +28,7 @@ CHROMIUM_ARGS = [
 ]
 
 
+pytestmark = pytest.mark.xdist_group("site")  # one worker builds the site and browses it
 SITE_LOG = ROOT / "_build" / "site-build.log"  # written by .ci/build-site and by this module
 SOURCES = ("book", "_config.yml", "_toc.yml")
 
@@ -70,6 +71,7 @@ def chapter_pages(html: Path) -> list[Path]:
     return sorted(p for p in (html / "book").rglob("*.html"))
 
 
+@pytest.mark.slow
 def test_every_toc_page_was_built(built_site):
     sources = [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
                and ".ipynb_checkpoints" not in p.parts]
@@ -80,6 +82,7 @@ def test_every_toc_page_was_built(built_site):
         assert (built_site / rel).with_suffix(".html").exists(), f"{rel} was not built"
 
 
+@pytest.mark.slow
 def test_no_page_asks_a_cdn_for_scripts(built_site):
     for page in chapter_pages(built_site) + [built_site / "index.html"]:
         html = page.read_text()
