@@ -7,7 +7,8 @@
   ``pytest -n 2`` (pytest-xdist) the other worker therefore waits, and so do the claims
   and portability checks, which take the same lock.
 * **A notebook's cells stay together.** nbval runs a notebook's cells one after another in
-  one kernel, so all of them go to the same xdist worker (``--dist loadgroup``).
+  one kernel, so all of them go to the same xdist worker, and so do the site tests (one
+  builds the site, the others use it): see ``pytest_xdist_make_scheduler``.
 * **Long tests start first,** so that the many short unit tests fill the gaps at the end.
 * **Where the time went:** a table at the end, summed by kind of test.
 """
@@ -52,6 +53,7 @@ def _rank(item: pytest.Item) -> int:
     return len(LONG_FIRST)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     timed: dict[Path, bool] = {}
     for item in items:
@@ -60,10 +62,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if path not in timed:
             timed[path] = notebook_kinds.declared(notebook_kinds.read(path))["timed"]
-        item.add_marker(pytest.mark.xdist_group(path.relative_to(ROOT).as_posix()))
         if timed[path]:
             item.add_marker(pytest.mark.timed)
     items.sort(key=_rank)  # stable: the order within each rank is kept
+
+
+#: Test files whose tests run on one worker, in order (besides every notebook).
+TOGETHER = ("tests/test_site.py",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Hand out work in units: all cells of a notebook, all site tests, or one other test;
+    in collection order (``pytest_collection_modifyitems`` puts long tests first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path.endswith(".ipynb") or path in TOGETHER else nodeid
+
+    config.option.loadscopereorder = False
+    return Units(config, log)
 
 
 _exclusive: list = []  # the held exclusive slot of the timed notebook now running

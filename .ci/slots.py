@@ -6,6 +6,9 @@ shared slot is held and lets no new one be taken meanwhile (a second lock, the
 turnstile, gives the waiting writer priority). The locks are files under _build/, so
 pytest-xdist workers, the claims check's threads and subprocesses all take part.
 
+With ``BNLESSONS_SLOT_LOG=FILE`` in the environment, each slot taken and given back is
+appended to FILE (time, process, kind), which shows who ran beside whom.
+
 A process that runs inside a held slot (a test that starts pytest or a notebook in a
 subprocess) sets ``BNLESSONS_SLOT`` in its environment; a slot asked for under it is
 already held and is not taken again (taking it again could wait forever on a writer
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "_build" / "slots.lock"
 TURNSTILE = ROOT / "_build" / "slots.turnstile"
 HELD = "BNLESSONS_SLOT"
+
+
+def _log(event: str, kind: str) -> None:
+    where = os.environ.get("BNLESSONS_SLOT_LOG")
+    if where:
+        with open(where, "a") as log:
+            log.write(f"{time.time():.3f} {os.getpid()} {kind} {event}\n")
 
 
 def _open(path: Path) -> int:
@@ -45,6 +56,7 @@ def _holding(kind: str, mark: bool) -> Iterator[None]:
             fcntl.flock(turnstile, fcntl.LOCK_SH)  # waits while a writer is waiting
             fcntl.flock(lock, fcntl.LOCK_SH)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
+        _log("taken", kind)
         if mark:
             os.environ[HELD] = kind
         try:
@@ -52,6 +64,7 @@ def _holding(kind: str, mark: bool) -> Iterator[None]:
         finally:
             if mark:
                 del os.environ[HELD]
+            _log("given back", kind)
             fcntl.flock(lock, fcntl.LOCK_UN)
     finally:
         os.close(lock)

@@ -28,7 +28,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-pytestmark = pytest.mark.xdist_group("site")  # one worker builds the site and browses it
 SITE_LOG = ROOT / "_build" / "site-build.log"  # written by .ci/build-site and by this module
 SOURCES = ("book", "_config.yml", "_toc.yml")
 
