@@ -10,10 +10,14 @@
   one kernel, so all of them go to the same xdist worker, and so do the site tests (one
   builds the site, the others use it): see ``pytest_xdist_make_scheduler``.
 * **Long tests start first,** so that the many short unit tests fill the gaps at the end.
+* **Kernels side by side do not share IPython's history database:** each xdist worker
+  gives the kernels it starts an IPython folder of its own (an empty one, like the one
+  .ci/clean_env.py sets).
 * **Where the time went:** a table at the end, summed by kind of test.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import defaultdict
@@ -25,11 +29,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / ".ci"))
 import notebook_kinds  # noqa: E402
 import slots  # noqa: E402
+from clean_env import ISOLATED  # noqa: E402
 
 #: Tests that execute notebooks or build things: they start first, longest first.
 LONG_FIRST = (
     "tests/test_portability.py::test_emulated",
-    "tests/test_portability.py::test_without_the_pins",
     "tests/test_site.py",
     "tests/coursework/test_grading.py",
     "tests/test_claims.py",
@@ -43,6 +47,14 @@ LONG_FIRST = (
 def _notebook(item: pytest.Item) -> Path | None:
     path = Path(str(item.fspath))
     return path if path.suffix == ".ipynb" else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        folder = ISOLATED / f"ipython-{worker}"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["IPYTHONDIR"] = str(folder)
 
 
 def _rank(item: pytest.Item) -> int:
@@ -93,7 +105,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     path = _notebook(item)
     if item.get_closest_marker("timed") is not None:
         if not _exclusive:
-            _exclusive.append(slots.exclusive())
+            _exclusive.append(slots.exclusive(label=item.nodeid))
             _exclusive[0].__enter__()
         try:
             yield
@@ -101,7 +113,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
             if path is None or nextitem is None or _notebook(nextitem) != path:
                 _exclusive.pop().__exit__(None, None, None)
         return
-    with slots.shared():
+    with slots.shared(label=item.nodeid):
         yield
 
 

@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     def alone_if_timed(path: Path, seeds: list[int], pinned: bool) -> tuple[str, float]:
         """Timed notebooks run with nothing beside them (see .ci/slots.py)."""
         timed = declared(read(path))["timed"]
-        with (slots.exclusive if timed else slots.shared)(mark=False):
+        with (slots.exclusive if timed else slots.shared)(mark=False, label=path.name):
             return check(path, seeds, pinned)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

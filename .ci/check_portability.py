@@ -5,13 +5,19 @@
    the processor is older still (glibc's hwcaps also hide SSE4.1/4.2, SSSE3,
    POPCNT, BMI and more, and MKL is told the processor stops at SSE4.2), on
    the notebooks whose metadata says ``"portability": true``. The notebooks
-   must come out byte-identical. A processor changes a kernel's code path,
-   not a notebook's, so these notebooks are chosen to use every kind of
-   kernel that any lesson uses (matrix products, convolutions, pooling, batch,
-   group and layer norm, dropout, float64, torch.linalg, SGD and Adam, NumPy,
-   scikit-learn), in training wherever a lesson trains with it, where a last
-   bit would grow into a different accuracy. tests/test_notebook_metadata.py
-   checks that they do (.ci/notebook_kinds.py finds the kinds in the code).
+   must come out byte-identical. A processor changes the code path of a
+   kernel, not of a notebook, so the marked notebooks are chosen to run every
+   kind of kernel the lessons use, in training wherever a lesson trains with
+   it (training turns a last-bit difference into another accuracy):
+   01/01 float64 elementwise maths and scikit-learn's solver (NumPy); 02/05 training,
+   float64 and torch.linalg (eigvalsh, svdvals); 03/02 a CNN trained
+   (convolution, pooling, BatchNorm2d) and an MLP; 03/04 ghost batch norm,
+   batch renorm, group and layer norm in training; 04/02 dropout's random
+   masks in training, float64; 05/03 residual networks trained through
+   ``variants.fit_variant``. Matrix products, BatchNorm1d, cross-entropy and
+   SGD with momentum run in all of these. Every other lesson combines the same
+   kernels; its own outputs on this processor are checked by strict nbval and
+   its claims on other seeds without the pins by the claims check.
 2. **Emulated processors.** When ``qemu-x86_64`` (Debian's qemu-user) is
    present, .ci/fingerprint.py runs under it as a processor without AVX
    (``-cpu Nehalem``) and as one with AVX2 and FMA but no AVX-512

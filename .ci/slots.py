@@ -7,7 +7,7 @@ turnstile, gives the waiting writer priority). The locks are files under _build/
 pytest-xdist workers, the claims check's threads and subprocesses all take part.
 
 With ``BNLESSONS_SLOT_LOG=FILE`` in the environment, each slot taken and given back is
-appended to FILE (time, process, kind), which shows who ran beside whom.
+appended to FILE (time, process, kind, event, label), which shows who ran beside whom.
 
 A process that runs inside a held slot (a test that starts pytest or a notebook in a
 subprocess) sets ``BNLESSONS_SLOT`` in its environment; a slot asked for under it is
@@ -29,11 +29,11 @@ TURNSTILE = ROOT / "_build" / "slots.turnstile"
 HELD = "BNLESSONS_SLOT"
 
 
-def _log(event: str, kind: str) -> None:
+def _log(event: str, kind: str, label: str) -> None:
     where = os.environ.get("BNLESSONS_SLOT_LOG")
     if where:
         with open(where, "a") as log:
-            log.write(f"{time.time():.3f} {os.getpid()} {kind} {event}\n")
+            log.write(f"{time.time():.3f}\t{os.getpid()}\t{kind}\t{event}\t{label}\n")
 
 
 def _open(path: Path) -> int:
@@ -42,7 +42,7 @@ def _open(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def _holding(kind: str, mark: bool) -> Iterator[None]:
+def _holding(kind: str, mark: bool, label: str) -> Iterator[None]:
     if mark and os.environ.get(HELD):
         yield
         return
@@ -56,7 +56,7 @@ def _holding(kind: str, mark: bool) -> Iterator[None]:
             fcntl.flock(turnstile, fcntl.LOCK_SH)  # waits while a writer is waiting
             fcntl.flock(lock, fcntl.LOCK_SH)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
-        _log("taken", kind)
+        _log("taken", kind, label)
         if mark:
             os.environ[HELD] = kind
         try:
@@ -64,21 +64,22 @@ def _holding(kind: str, mark: bool) -> Iterator[None]:
         finally:
             if mark:
                 del os.environ[HELD]
-            _log("given back", kind)
+            _log("given back", kind, label)
             fcntl.flock(lock, fcntl.LOCK_UN)
     finally:
         os.close(lock)
         os.close(turnstile)
 
 
-def shared(mark: bool = True) -> contextlib.AbstractContextManager[None]:
+def shared(mark: bool = True, label: str = "") -> contextlib.AbstractContextManager[None]:
     """Hold a shared slot: other shared slots may run beside it, the exclusive one may not.
 
     ``mark``: say so in ``os.environ`` for subprocesses (False in threads, which share
-    the environment but each hold a slot of their own)."""
-    return _holding("shared", mark)
+    the environment but each hold a slot of their own); ``label`` names the holder in the
+    log."""
+    return _holding("shared", mark, label)
 
 
-def exclusive(mark: bool = True) -> contextlib.AbstractContextManager[None]:
+def exclusive(mark: bool = True, label: str = "") -> contextlib.AbstractContextManager[None]:
     """Hold the exclusive slot: nothing else that takes a slot runs meanwhile."""
-    return _holding("exclusive", mark)
+    return _holding("exclusive", mark, label)

@@ -3,9 +3,10 @@
 * Masked dispatch: strict nbval, byte-identical, on each notebook marked for portability,
   with every dispatcher told that the processor is older still.
 * Emulated processors: the numeric fingerprint (.ci/fingerprint.py) under qemu's Nehalem
-  (no AVX) and Haswell (AVX2 and FMA, no AVX-512) equals the native one with the pins, and
-  without the pins an emulated Haswell computes another one where this processor has
-  AVX-512, which shows that the fingerprint can tell.
+  (no AVX) and Haswell (AVX2 and FMA, no AVX-512) equals the native one with the pins.
+  (``bash .ci/check-portability`` also shows that without the pins an emulated Haswell
+  computes another fingerprint, which shows that the fingerprint can tell; that takes two
+  more runs, one emulated, and proves nothing about the course, so the tests leave it.)
 """
 from __future__ import annotations
 
@@ -46,20 +47,3 @@ def native_fingerprint() -> dict[str, str]:
 @pytest.mark.parametrize("cpu", check_portability.EMULATED_CPUS)
 def test_emulated_processor_computes_the_native_fingerprint(cpu, native_fingerprint):
     assert check_portability.fingerprint(kernel_env(), cpu) == native_fingerprint
-
-
-def has_avx512() -> bool:
-    try:
-        return " avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-@needs_qemu
-@pytest.mark.skipif(not has_avx512(), reason="this processor has no AVX-512: without the "
-                    "pins, it may well compute what an emulated Haswell does")
-def test_without_the_pins_an_emulated_haswell_differs():
-    native = kernel_env(pinned=False)
-    here = check_portability.fingerprint(native, None)
-    there = check_portability.fingerprint(native, "Haswell")
-    assert here != there, "the fingerprint cannot tell processors apart"
