@@ -10,8 +10,11 @@ and reports every cell that fails, with its assertion message.
                                [--jobs N] [NOTEBOOK ...]
 
 ``--pins off`` runs the kernel with the processor's native dispatch (the fast
-path a learner gets outside the course kernel). Exit status 1 if any claim
-fails. Outputs are not compared and notebooks are not changed.
+path a learner gets outside the course kernel). With ``--jobs 2`` two notebooks
+run at once, except a notebook whose metadata says it is timed, which runs
+alone. Exit status 1 if any claim fails. Outputs are not compared and
+notebooks are not changed. The test command runs the same check as
+tests/test_claims.py (seeds 101, 202, 303, pins off).
 """
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import slots  # noqa: E402
 from clean_env import isolate  # noqa: E402
-from execute_notebooks import ROOT, inject, notebooks, run  # noqa: E402
+from execute_notebooks import ROOT, inject, install_kernel, notebooks, run  # noqa: E402
+from notebook_kinds import declared, read  # noqa: E402
 
 DEFAULT_SEED_SETS = ([11, 12, 13], [101, 202, 303])
 NATIVE_KERNEL = "bnlessons-native"
@@ -34,13 +39,10 @@ NATIVE_KERNEL = "bnlessons-native"
 
 def install_native_kernel() -> None:
     """A kernel like the course's, with numeric dispatch left to the processor."""
-    import os
+    from bnlessons.reproducibility import kernel_env
 
-    from bnlessons.reproducibility import kernel_env, write_kernelspec
-
-    write_kernelspec(Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels", NATIVE_KERNEL,
-                     env=kernel_env(pinned=False),
-                     display_name="Python 3 (bnlessons, native numerics)")
+    install_kernel(NATIVE_KERNEL, kernel_env(pinned=False),
+                   "Python 3 (bnlessons, native numerics)")
 
 
 def check(path: Path, seeds: list[int], pinned: bool) -> tuple[str, float]:
@@ -78,8 +80,14 @@ def main(argv: list[str]) -> int:
     jobs = [(path, seeds, pinned) for pinned in modes for seeds in seed_sets
             for path in notebooks(args.notebooks)]
     failures = 0
+    def alone_if_timed(path: Path, seeds: list[int], pinned: bool) -> tuple[str, float]:
+        """Timed notebooks run with nothing beside them (see .ci/slots.py)."""
+        timed = declared(read(path))["timed"]
+        with (slots.exclusive if timed else slots.shared)(mark=False, label=path.name):
+            return check(path, seeds, pinned)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = pool.map(lambda job: (job, check(*job)), jobs)
+        results = pool.map(lambda job: (job, alone_if_timed(*job)), jobs)
         for (path, seeds, pinned), (verdict, seconds) in results:
             failures += verdict != "ok"
             print(f"{'pinned' if pinned else 'native'} seeds {seeds}: "

@@ -1,10 +1,23 @@
 """Are the stored outputs the same on other processors? Two checks on this machine.
 
-1. **Masked dispatch.** Strict nbval on every training notebook in a kernel
-   that has the course's pins and, on top of them, tells every dispatcher
-   with a knob of its own that the processor is older still: glibc's hwcaps
-   also hide SSE4.1/4.2, SSSE3, POPCNT, BMI and more, and MKL is told the
-   processor stops at SSE4.2. The notebooks must come out byte-identical.
+1. **Masked dispatch.** Strict nbval, in a kernel that has the course's pins
+   and, on top of them, tells every dispatcher with a knob of its own that
+   the processor is older still (glibc's hwcaps also hide SSE4.1/4.2, SSSE3,
+   POPCNT, BMI and more, and MKL is told the processor stops at SSE4.2), on
+   the notebooks whose metadata says ``"portability": true``. The notebooks
+   must come out byte-identical. A processor changes the code path of a
+   kernel, not of a notebook, so the marked notebooks are chosen to run every
+   kind of kernel the lessons use, in training wherever a lesson trains with
+   it (training turns a last-bit difference into another accuracy):
+   01/01 float64 elementwise maths and scikit-learn's solver (NumPy); 02/05 training,
+   float64 and torch.linalg (eigvalsh, svdvals); 03/02 a CNN trained
+   (convolution, pooling, BatchNorm2d) and an MLP; 03/04 ghost batch norm,
+   batch renorm, group and layer norm in training; 04/02 dropout's random
+   masks in training, float64; 05/03 residual networks trained through
+   ``variants.fit_variant``. Matrix products, BatchNorm1d, cross-entropy and
+   SGD with momentum run in all of these. Every other lesson combines the same
+   kernels; its own outputs on this processor are checked by strict nbval and
+   its claims on other seeds without the pins by the claims check.
 2. **Emulated processors.** When ``qemu-x86_64`` (Debian's qemu-user) is
    present, .ci/fingerprint.py runs under it as a processor without AVX
    (``-cpu Nehalem``) and as one with AVX2 and FMA but no AVX-512
@@ -15,7 +28,8 @@
    can tell.
 
 Usage: python .ci/check_portability.py [--no-emulation] [NOTEBOOK ...]
-Exit status 1 if anything differs.
+(default: the notebooks marked for portability). Exit status 1 if anything
+differs. The test command runs the same checks as tests/test_portability.py.
 """
 from __future__ import annotations
 
@@ -23,19 +37,17 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clean_env import isolate  # noqa: E402
-from execute_notebooks import ROOT, notebooks  # noqa: E402
+from execute_notebooks import ROOT, install_kernel, notebooks  # noqa: E402
+from notebook_kinds import flagged  # noqa: E402
 
-from bnlessons.reproducibility import GLIBC_MASK, kernel_env, write_kernelspec  # noqa: E402
+from bnlessons.reproducibility import GLIBC_MASK, kernel_env  # noqa: E402
 
 MASKED_KERNEL = "bnlessons-masked"
 MASKED_EXTRA = {
@@ -44,25 +56,23 @@ MASKED_EXTRA = {
     "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
 }
 EMULATED_CPUS = ("Nehalem", "Haswell")
-TRAINS = re.compile(r"\b(train|train_variant|train_mlp|fit|lr_sweep|sweep)\(|\.step\(\)")
 
 
-def training_notebooks(paths: list[Path]) -> list[Path]:
-    chosen = []
-    for path in paths:
-        nb = nbformat.read(path, as_version=4)
-        if any(c.cell_type == "code" and TRAINS.search(c.source) for c in nb.cells):
-            chosen.append(path)
-    return chosen
+def portability_notebooks(paths: list[Path] | None = None) -> list[Path]:
+    """The notebooks whose metadata marks them for the masked-dispatch check."""
+    return flagged(notebooks([]) if paths is None else paths, "portability")
+
+
+def install_masked_kernel() -> None:
+    env = kernel_env()
+    env.update(MASKED_EXTRA)
+    install_kernel(MASKED_KERNEL, env, "Python 3 (bnlessons, pinned, masked processor)")
 
 
 def masked_nbval(paths: list[Path]) -> bool:
-    env = kernel_env()
-    env.update(MASKED_EXTRA)
-    write_kernelspec(Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels", MASKED_KERNEL, env=env,
-                     display_name="Python 3 (bnlessons, pinned, masked processor)")
+    install_masked_kernel()
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
-    print(f"masked dispatch: strict nbval on {len(paths)} training notebooks", flush=True)
+    print(f"masked dispatch: strict nbval on {len(paths)} notebooks", flush=True)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
          "--nbval-kernel-name", MASKED_KERNEL, "--nbval-sanitize-with",
@@ -113,7 +123,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("notebooks", nargs="*")
     args = parser.parse_args(argv)
     isolate()
-    ok = masked_nbval(training_notebooks(notebooks(args.notebooks)))
+    ok = masked_nbval(notebooks(args.notebooks) if args.notebooks else portability_notebooks())
     if not args.no_emulation:
         ok &= emulated()
     print("portability: " + ("every check identical" if ok else "FAILED"))

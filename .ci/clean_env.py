@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ISOLATED = ROOT / "_build" / "isolated"  # empty IPython and Jupyter config dirs
-KEEP = ("HOME", "TMPDIR", "CI", "BNLESSONS_CHROMIUM")
+KEEP = ("HOME", "TMPDIR", "CI", "BNLESSONS_CHROMIUM", "BNLESSONS_SLOT_LOG")
 
 
 def environment() -> dict[str, str]:

@@ -11,10 +11,14 @@ per notebook with its wall time.
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import nbformat
 from nbclient import NotebookClient
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clean_env import isolate  # noqa: E402
 
 from bnlessons.reproducibility import KERNEL_NAME as KERNEL  # noqa: E402
+from bnlessons.reproducibility import write_kernelspec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +41,27 @@ def notebooks(args: Sequence[str]) -> list[Path]:
         return [Path(a).resolve() for a in args]
     return sorted(p for p in (ROOT / "book").rglob("*.ipynb")
                   if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts)
+
+
+def install_kernel(name: str, env: Mapping[str, str], display_name: str) -> None:
+    """Install a kernel of the course's Python under ``$JUPYTER_DATA_DIR/kernels``
+    (the isolated one of .ci/clean_env.py when unset), unless the same one is there:
+    processes that run side by side may each ask for it while the other starts one."""
+    from clean_env import ISOLATED
+
+    data = Path(os.environ.setdefault("JUPYTER_DATA_DIR", str(ISOLATED / "jupyter-data")))
+    (data / "kernels").mkdir(parents=True, exist_ok=True)
+    with open(data / "kernels" / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = write_kernelspec(tmp, name, env=env, display_name=display_name)
+            target = data / "kernels" / name / "kernel.json"
+            new = (spec / "kernel.json").read_bytes()
+            if not target.exists() or target.read_bytes() != new:
+                target.parent.mkdir(exist_ok=True)
+                partial = target.with_suffix(".tmp")
+                shutil.copyfile(spec / "kernel.json", partial)
+                os.replace(partial, target)
 
 
 def kernel_of(nb) -> str:

@@ -70,6 +70,7 @@ def chapter_pages(html: Path) -> list[Path]:
     return sorted(p for p in (html / "book").rglob("*.html"))
 
 
+@pytest.mark.slow
 def test_every_toc_page_was_built(built_site):
     sources = [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
                and ".ipynb_checkpoints" not in p.parts]
@@ -80,6 +81,7 @@ def test_every_toc_page_was_built(built_site):
         assert (built_site / rel).with_suffix(".html").exists(), f"{rel} was not built"
 
 
+@pytest.mark.slow
 def test_no_page_asks_a_cdn_for_scripts(built_site):
     for page in chapter_pages(built_site) + [built_site / "index.html"]:
         html = page.read_text()

@@ -1,14 +1,17 @@
-"""The autograder on real notebooks (slow: every graded lesson is executed).
+"""The autograder on real notebooks (slow: graded lessons are executed).
 
-Cost: each of the 16 lessons with exercises runs twice (its student notebook,
-the lesson itself), cut after its last graded cell, and three more lessons run
-once with a wrong answer substituted. The wrong answers are the ones the
-lessons themselves show failing their check, one per chapter 2, 3 and 4 (the
-first two in lessons with a second exercise, which must keep its marks); the
-first also replaces its check cell with ``pass``. Run All is tried on the
-student notebooks that fall back to the reference after a check. Last,
-nbgrader itself (in a throwaway environment under _build/ that sees .venv's
-packages) generates and autogrades one lesson.
+Cost: each of the 16 lessons with exercises runs once as its untouched student notebook,
+cut after its last graded cell (two lessons to a command-line call, so that the calls
+can run side by side), and three more lessons run once with a wrong answer substituted.
+The wrong answers are the ones the lessons themselves show failing their check, one per
+chapter 2, 3 and 4 (the first two in lessons with a second exercise, which must keep its
+marks); the first also replaces its check cell with ``pass``. Run All is tried on the
+student notebooks that fall back to the reference after a check. That the lessons
+themselves get full marks is read from the run that strict nbval makes of every lesson
+(its outputs are the stored ones, or nbval fails): the grader would run exactly the
+lesson's code cells, so it scores the stored outputs. Last, nbgrader itself (in a
+throwaway environment under _build/ that sees .venv's packages) generates and
+autogrades one lesson.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import pytest
 from nbclient import NotebookClient
 
 from bnlessons.coursework import build_coursework, exercises, grade
+from bnlessons.coursework.grade import _error, _score, _written, grading_notebook
 from bnlessons.coursework.lesson import lesson_paths
 
 pytestmark = pytest.mark.slow
@@ -40,14 +44,19 @@ def student(tmp_path_factory) -> Path:
     return out / "student"
 
 
-def test_unmodified_student_notebooks_score_zero_without_crashing(student, tmp_path):
-    paths = [student / p.relative_to(BOOK) for p in GRADED]
+CHUNKS = [GRADED[i:i + 2] for i in range(0, len(GRADED), 2)]  # two lessons to a call
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["+".join(p.stem[:2] + p.parent.name[:2]
+                                                       for p in c) for c in CHUNKS])
+def test_unmodified_student_notebooks_score_zero_without_crashing(student, tmp_path, chunk):
+    paths = [student / p.relative_to(BOOK) for p in chunk]
     done = subprocess.run([sys.executable, "-m", "bnlessons.coursework", "grade", *map(str, paths),
                            "--json", str(tmp_path / "grades.json"), "--book", str(BOOK)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = json.loads((tmp_path / "grades.json").read_text())
-    assert len(reports) == len(GRADED)
+    assert [r["notebook"] for r in reports] == list(map(str, paths))
     assert "total 0/" in done.stdout
     for report in reports:
         assert report["lesson_errors"] == [], report
@@ -62,15 +71,48 @@ def test_unmodified_student_notebooks_score_zero_without_crashing(student, tmp_p
                                                                      "no answer yet"), r
 
 
+def test_every_graded_lesson_is_in_a_chunk():
+    assert [p for chunk in CHUNKS for p in chunk] == GRADED and len(GRADED) >= 2
+
+
+NOT_RUN_THE_SAME = ("nbval-skip", "skip-execution", "raises-exception")
+
+
 @pytest.mark.parametrize("path", GRADED, ids=[p.stem for p in GRADED])
 def test_the_lessons_themselves_get_full_marks(path):
-    report = grade(path, BOOK)
-    code = [r for r in report.results if r.kind == "code"]
-    assert all(r.status == "pass" for r in code), report.lines()
-    assert report.total == report.max_total == sum(r.max_points for r in code)
-    assert report.lesson_errors == []
-    written = [r for r in report.results if r.kind == "written"]
+    """The grader's scores of the lesson's own run, read from its stored outputs.
+
+    Strict nbval (book/ in the same test command) runs every cell of the lesson in the
+    course kernel and fails unless each output equals the stored one. The grading
+    notebook of the lesson itself, with its own answers, runs the same code cells in the
+    same order in the same kernel (checked here), so its outputs are the stored ones and
+    the grader's verdicts follow from them."""
+    lesson = nbformat.read(path, 4)
+    name = path.relative_to(BOOK).with_suffix("").as_posix()
+    nb, found = grading_notebook(lesson, lesson, name)
+    written = [_written(ex, lesson) for ex in found if ex.written]
     assert all(r.status == "manual" and r.points is None for r in written)
+    if not any(ex.graded for ex in found):  # written answers only: nothing is run
+        assert written and nb.cells == []
+        return
+    stored = {c.id: c for c in lesson.cells}
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    last = max(i for i, c in enumerate(lesson.cells) if c.id == code[-1].id)
+    ran = [c for c in lesson.cells[:last + 1] if c.cell_type == "code"]
+    assert [(c.id, c.source) for c in code] == [(c.id, c.source) for c in ran], \
+        "the grading notebook no longer runs the lesson's code cells as they are"
+    for cell in ran:
+        tags = set(cell.metadata.get("tags", []))
+        assert not tags & set(NOT_RUN_THE_SAME), (cell.id, tags)
+    for cell in code:
+        cell.outputs = stored[cell.id].outputs
+        cell.execution_count = stored[cell.id].execution_count
+    errors = [_error(c) for c in code if c.metadata.get("coursework", {}).get("role")
+              not in ("check", "hidden")]
+    assert not any(errors), errors
+    results = [_score(ex, nb, ran=True) for ex in found if ex.graded]
+    assert results and all(r.status == "pass" for r in results), results
+    assert sum(r.points for r in results) == sum(r.max_points for r in results) > 0
 
 
 FALLBACKS = [p for p in GRADED if "checks.passed_or(" in p.read_text()]
