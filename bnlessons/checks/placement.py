@@ -113,10 +113,13 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
 
     With the last linear layer's weights (and bias) set to zero the block must
     return its input exactly, negative values included (nothing on the skip
-    path); it must keep the shape; its first operation on the input must be a
-    BN layer (the pre-activation order); and every parameter must get a
-    gradient once the last layer is not zero. ``seed`` chooses the random
-    input, ``width`` the block's width.
+    path); it must keep the shape; its BN and linear layers must run in the
+    order BN, linear, BN, linear; each must see exactly what the pre-activation
+    order gives it (the first BN the block's input, each linear layer the ReLU
+    of the BN before it, the second BN the first linear layer's output), and
+    the block must return its input plus the last linear layer's output; and
+    every parameter must get a gradient once the last layer is not zero.
+    ``seed`` chooses the random input, ``width`` the block's width.
     """
     name = "check_preact_block"
     g = torch.Generator().manual_seed(seed)
@@ -133,16 +136,26 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
         if len(linears) < 2 or len(norms) < 2:
             return report(Verdict(name, False, f"expected two linear and two BatchNorm1d "
                                    f"layers, found {len(linears)} and {len(norms)}"), verbose)
-        order: list[str] = []
-        hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: order.append(kind))
-                 for kind, group in (("bn", norms), ("linear", linears)) for m in group]
+        # What each BN and linear layer sees and returns, in the order they run. The
+        # values are copied at once, before an in-place ReLU can change them.
+        calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+        def record(kind: str) -> Callable:
+            def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+                calls.append((kind, inputs[0].detach().clone(), output.detach().clone()))
+            return hook
+
+        hooks = [m.register_forward_hook(record(kind))
+                 for kind, group in (("BN", norms), ("linear", linears)) for m in group]
         with torch.no_grad():
             saved = [p.detach().clone() for p in linears[-1].parameters()]
             for p in linears[-1].parameters():
                 p.zero_()
-            out = block(x)
+            silenced = block(x)
             for p, s in zip(linears[-1].parameters(), saved):
                 p.copy_(s)
+            calls.clear()
+            out = block(x)
         for h in hooks:
             h.remove()
         block.zero_grad(set_to_none=True)
@@ -150,22 +163,72 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
     except Exception as err:  # noqa: BLE001
         kind = _failed(err)
         return report(Verdict(name, False, f"your block {kind}"), verbose)
-    if out.shape != x.shape:
-        return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
+    if silenced.shape != x.shape:
+        return report(Verdict(name, False, f"the output has shape {tuple(silenced.shape)}, "
                                f"expected {tuple(x.shape)}"), verbose)
-    if not torch.equal(out, x):
-        off = float((out - x).abs().max())
+    if not torch.equal(silenced, x):
+        off = float((silenced - x).abs().max())
         return report(Verdict(name, False, f"with the last layer at zero the block should return "
                                f"its input exactly, but it is off by up to {off:.3g}: is there "
                                "something (a ReLU?) on the skip path?"), verbose)
-    if order[:1] != ["bn"]:
-        return report(Verdict(name, False, "the branch starts with a linear layer: in a "
-                               "pre-activation block BN (then ReLU) comes first"), verbose)
+    problem = _preact_order_problem(calls, x, out)
+    if problem:
+        return report(Verdict(name, False, problem), verbose)
     silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     if silent:
         return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
-    return report(Verdict(name, True, "identity skip path, BN first in the branch, shapes kept, "
-                           "every parameter learns"), verbose)
+    return report(Verdict(name, True, "identity skip path; BN, ReLU, linear, BN, ReLU, linear "
+                           "in that order; every parameter learns"), verbose)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _relu_problem(which: str, bn_out: torch.Tensor, lin_in: torch.Tensor) -> str:
+    """Empty if the ``which`` linear layer saw ReLU of the BN output before it."""
+    if _same(lin_in, torch.relu(bn_out)):
+        return ""
+    if _same(lin_in, bn_out):
+        return (f"the {which} linear layer sees the BN output itself, negative values "
+                "included: the ReLU between BN and the linear layer is missing (the "
+                "pre-activation order is BN, ReLU, linear)")
+    return (f"the {which} linear layer does not see ReLU of the BN before it: in the "
+            "pre-activation order each linear layer follows a BN and a ReLU directly")
+
+
+def _preact_order_problem(calls: list[tuple[str, torch.Tensor, torch.Tensor]],
+                          x: torch.Tensor, out: torch.Tensor) -> str:
+    """What is wrong with the order of a pre-activation branch, from what its BN and
+    linear layers saw and returned in one forward pass; empty if nothing is."""
+    kinds = [kind for kind, _, _ in calls]
+    if kinds[:1] == ["linear"]:
+        return "the branch starts with a linear layer: in a pre-activation block BN (then ReLU) "\
+               "comes first"
+    if kinds != ["BN", "linear", "BN", "linear"]:
+        return (f"your block ran {', '.join(kinds) or 'no BN or linear layer'}; a pre-activation "
+                "branch runs each of its two BN and two linear layers once, in the order BN, "
+                "linear, BN, linear (with a ReLU after each BN)")
+    (_, bn1_in, bn1_out), (_, lin1_in, lin1_out), (_, bn2_in, bn2_out), (_, lin2_in, lin2_out) \
+        = calls
+    if not _same(bn1_in, x):
+        return "the first BN does not see the block's input x: the branch starts with BN(x)"
+    missing = _relu_problem("first", bn1_out, lin1_in)
+    if missing:
+        return missing
+    if not _same(bn2_in, lin1_out):
+        if _same(bn2_in, torch.relu(lin1_out)):
+            return ("a ReLU sits between the first linear layer and the second BN: in the "
+                    "pre-activation order the ReLU comes after each BN, and the linear "
+                    "layer's output goes straight into the next BN")
+        return "the second BN does not see the first linear layer's output directly"
+    missing = _relu_problem("second", bn2_out, lin2_in)
+    if missing:
+        return missing
+    if not _same(out, x + lin2_out):
+        return ("the block does not return x plus the last linear layer's output: nothing "
+                "may follow the last linear layer or the addition")
+    return ""
 
 
 @gradable

@@ -124,9 +124,63 @@ class _LinearFirst(nn.Module):
         return x + self.f(x)
 
 
+class _Branch(nn.Module):
+    """x + f(x) with f given as a list of layer names, to try orders against the check."""
+
+    def __init__(self, width, layers, relu_after_sum=False):
+        super().__init__()
+        make = {"bn": lambda: nn.BatchNorm1d(width), "relu": lambda: nn.ReLU(inplace=True),
+                "linear": lambda: nn.Linear(width, width)}
+        self.f = nn.Sequential(*(make[name]() for name in layers))
+        self.relu_after_sum = relu_after_sum
+
+    def forward(self, x):
+        out = x + self.f(x)
+        return torch.relu(out) if self.relu_after_sum else out
+
+
+class _FunctionalReLU(nn.Module):
+    """The right block with F.relu instead of ReLU modules."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm1d(width), nn.BatchNorm1d(width)
+        self.lin1, self.lin2 = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + self.lin2(torch.relu(self.bn2(self.lin1(torch.relu(self.bn1(x))))))
+
+
 def test_preact_block_check():
     assert checks.check_preact_block(lambda w: ResidualBlock(w, norm="bn", branch_layers=2),
                                      verbose=False)
+    assert checks.check_preact_block(_FunctionalReLU, verbose=False)
+    assert checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "bn", "relu", "linear"]), verbose=False)
+    # Three plausible wrong orders, each caught with the reason.
+    v = checks.check_preact_block(lambda w: _Branch(w, ["bn", "linear", "bn", "linear"]),
+                                  verbose=False)
+    assert not v and "first linear layer sees the BN output" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "relu", "bn", "linear"]), verbose=False)
+    assert not v and "between the first linear layer and the second BN" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "linear", "bn", "relu", "linear"]), verbose=False)
+    assert not v and "first linear layer sees the BN output" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "bn", "linear"]), verbose=False)
+    assert not v and "second linear layer sees the BN output" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "bn", "relu", "linear", "relu"]),
+        verbose=False)
+    assert not v and "nothing may follow the last linear layer" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "linear", "bn", "relu"]), verbose=False)
+    assert not v and "in the order BN, linear, BN, linear" in v.message
+    v = checks.check_preact_block(
+        lambda w: _Branch(w, ["bn", "relu", "linear", "bn", "relu", "linear"],
+                          relu_after_sum=True), verbose=False)
+    assert not v and "skip path" in v.message
     post = checks.check_preact_block(
         lambda w: ResidualBlock(w, norm="bn", style="post", branch_layers=2), verbose=False)
     assert not post and "skip path" in post.message
