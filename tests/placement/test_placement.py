@@ -232,3 +232,116 @@ def test_positions_build_what_they_say():
         type(m).__name__ for m in models.small_cnn(1, 3, (4, 8))]  # it is models.small_cnn
     with pytest.raises(ValueError, match="no sigmoid"):
         P.nonlinearity_inputs(nn.Linear(3, 3), torch.randn(2, 3))
+
+
+def test_placed_networks_share_one_init_rule():
+    """The CNN gets the MLPs' rule (He for ReLU, Glorot otherwise), not PyTorch's default."""
+    from bnlessons.placement import positions as P
+
+    for position in P.POSITIONS:
+        cnn = P.placed_cnn(position, "relu", in_channels=1, num_classes=10,
+                           channels=(16, 32), seed=3)
+        conv = cnn[3]  # 16 -> 32 channels: fan-in 144
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 144), rel=0.1)
+        assert conv.bias is None or not conv.bias.any()
+    sig = P.placed_cnn("none", "sigmoid", in_channels=1, num_classes=10, channels=(16, 32),
+                       seed=3)
+    glorot = math.sqrt(2 / (144 + 32 * 9))
+    assert sig[3].weight.std().item() == pytest.approx(glorot, rel=0.1)
+    mlp = P.placed_mlp("none", "relu", in_features=100, num_classes=10, width=64, depth=2,
+                       seed=3)
+    assert mlp.blocks[1].linear.weight.std().item() == pytest.approx(math.sqrt(2 / 64), rel=0.1)
+    again = P.placed_cnn("none", "relu", in_channels=1, num_classes=10, channels=(16, 32),
+                         seed=3)
+    assert torch.equal(again[3].weight, P.placed_cnn("none", "relu", in_channels=1,
+                                                     num_classes=10, channels=(16, 32),
+                                                     seed=3)[3].weight)
+
+
+def test_weighted_sum_variance_ratio():
+    """One unit gives the single-value formula; correlated units added coherently give
+    a ratio near 1; the formula matches a Monte Carlo of dropout on the sum."""
+    c, v = 1 / math.sqrt(2 * math.pi), 0.5 - 0.5 / math.pi
+    one = dp.weighted_sum_variance_ratio(torch.tensor([3.0], dtype=torch.float64),
+                                         torch.tensor([c], dtype=torch.float64),
+                                         torch.tensor([[v]], dtype=torch.float64), 0.5)
+    assert float(one) == pytest.approx(dp.variance_ratio(c, v, 0.5), rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    n, units = 100_000, 16
+    common = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    h = torch.relu(common + 0.3 * torch.randn(n, units, generator=g, dtype=torch.float64))
+    w = torch.stack([torch.ones(units), torch.linspace(-1, 1, units)]).double()
+    ratio = dp.weighted_sum_variance_ratio(w, h.mean(0), torch.cov(h.T, correction=0), 0.5)
+    assert ratio.shape == (2,) and ratio[0] < 1.2 < 2.0 < ratio[1]
+    mask = torch.rand(n, units, generator=g, dtype=torch.float64) < 0.5
+    measured = (h * mask / 0.5 @ w.T).var(0) / (h @ w.T).var(0)
+    assert torch.allclose(ratio, measured, rtol=0.03)
+    # independent units: the one-unit value again
+    iid = torch.relu(torch.randn(n, units, generator=g, dtype=torch.float64))
+    r = dp.weighted_sum_variance_ratio(w[0], iid.mean(0), torch.cov(iid.T, correction=0), 0.5)
+    assert float(r) == pytest.approx(dp.variance_ratio(c, v, 0.5), rel=0.03)
+    with pytest.raises(ValueError, match="w must be"):
+        dp.weighted_sum_variance_ratio(w[:, :3], h.mean(0), torch.eye(units).double(), 0.5)
+    with pytest.raises(ValueError, match="no variance"):
+        dp.weighted_sum_variance_ratio(w[0], h.mean(0), torch.zeros(units, units).double(), 0.5)
+    with pytest.raises(TypeError, match="w must be a torch.Tensor"):
+        dp.weighted_sum_variance_ratio([1.0], h.mean(0), torch.eye(units).double(), 0.5)
+
+
+def test_temperature_scaling():
+    from bnlessons.placement import regularisation as reg
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (4000,), generator=g)
+    clean = torch.randn(4000, 5, generator=g, dtype=torch.float64) + 2.0 * nn.functional.one_hot(
+        y, 5).double()
+    # Logits four times larger are fitted with a temperature four times larger, to
+    # the same loss; the fitted temperature beats T = 1 and its neighbours.
+    t1, t4 = reg.fit_temperature(clean, y), reg.fit_temperature(4 * clean, y)
+    assert t4 == pytest.approx(4 * t1, rel=1e-3)
+    assert reg.nll(4 * clean, y, t4) == pytest.approx(reg.nll(clean, y, t1), rel=1e-6)
+    assert reg.nll(4 * clean, y, t4) < reg.nll(4 * clean, y) - 0.1
+    for t in (0.8 * t1, 1.25 * t1):
+        assert reg.nll(clean, y, t) > reg.nll(clean, y, t1)
+    with pytest.raises(ValueError, match="temperature"):
+        reg.nll(clean, y, 0.0)
+    with pytest.raises(ValueError, match="logits must be"):
+        reg.nll(clean[:, 0], y)
+
+
+def test_training_set_statistics():
+    """Every training batch is normalised with the reference set's statistics, with
+    gradients through them; eval mode is plain BN; nothing else changes."""
+    from bnlessons.placement import regularisation as reg
+
+    g = torch.Generator().manual_seed(1)
+    x_ref = torch.randn(40, 6, generator=g) * 3 + 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(),
+                          nn.Linear(5, 2))
+    plain = copy.deepcopy(model)
+    wrapped = reg.use_training_set_statistics(model, x_ref).train()
+    assert isinstance(model[1], reg.TrainingSetBatchNorm)
+    batch = x_ref[:8]
+    out = wrapped(batch)
+    # the same as plain BN over the whole reference set, rows of the batch picked out
+    assert torch.allclose(out, plain.train()(x_ref)[:8], atol=1e-6)
+    assert torch.allclose(model[1].running_mean, plain[1].running_mean, atol=1e-6)
+    assert torch.allclose(model[1].running_var, plain[1].running_var, atol=1e-6)
+    # a different batch of the same size sees the same statistics: no batch noise
+    z = model[0](x_ref)
+    expected = (model[0](batch) - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+    captured = {}
+    model[1].register_forward_hook(lambda m, i, o: captured.update(out=o))
+    wrapped(batch)
+    assert torch.allclose(captured["out"][40:], expected * model[1].weight + model[1].bias,
+                          atol=1e-5)
+    out.pow(2).sum().backward()
+    assert model[0].weight.grad is not None and model[1].weight.grad.abs().sum() > 0
+    wrapped.eval()
+    assert torch.equal(wrapped(batch), model(batch))
+    with pytest.raises(ValueError, match="no nn.BatchNorm1d"):
+        reg.use_training_set_statistics(nn.Linear(3, 3), x_ref)
+    bare = copy.deepcopy(model).train()
+    with pytest.raises(ValueError, match="reference rows"):
+        bare(batch)
