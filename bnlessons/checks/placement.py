@@ -1,5 +1,6 @@
-"""Checks for chapter 4, placement: the dropout variance ratio, a bias removed from
-before BN, a pre-activation block and a causal-safe normalisation."""
+"""Checks for chapter 4, placement: the dropout variance ratio (of one value and of a
+weighted sum), a bias removed from before BN, a pre-activation block and a
+causal-safe normalisation."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -304,3 +305,78 @@ def check_drop_bias(fn: Callable, verbose: bool = True, seed: int = 43) -> Verdi
                 return report(Verdict(name, False, problem), verbose)
     return report(Verdict(name, True, "no bias, the same outputs in training and eval mode, "
                            "the originals untouched"), verbose)
+
+
+def _weighted_cases(seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """(w, mean, cov, p): one unit; independent units; correlated units weighted with
+    and against their correlation; a random case; nothing dropped."""
+    def t(values: object) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    cov = a @ a.T / 6 + 0.1 * torch.eye(6, dtype=torch.float64)
+    mean = torch.rand(6, generator=g, dtype=torch.float64) * 2
+    w = torch.randn(6, generator=g, dtype=torch.float64)
+    correlated = t([[1.0, 0.9], [0.9, 1.0]])
+    return [(t([2.0]), t([0.4]), t([[0.34]]), 0.5),
+            (t([1.0, 1.0]), t([1.0, 1.0]), torch.eye(2, dtype=torch.float64), 0.5),
+            (t([1.0, 1.0]), t([1.0, 0.5]), correlated, 0.8),
+            (t([1.0, -1.0]), t([1.0, 0.5]), correlated, 0.5),
+            (w, mean, cov, 0.7),
+            (w, mean, cov, 1.0)]
+
+
+@gradable
+def check_weighted_dropout_ratio(fn: Callable, verbose: bool = True, seed: int = 47) -> Verdict:
+    """Check ``fn(w, mean, cov, p)``: Var_train / Var_test of ``y = w . (h * b / p)``
+    for units ``h`` of mean ``mean`` (J,) and covariance ``cov`` (J, J), weights ``w``
+    (J,) and independent masks ``b_j ~ Bernoulli(p)``, against
+    ``1 + (1/p - 1) sum_j w_j**2 (mean_j**2 + cov_jj) / (w^T cov w)`` on six cases
+    (one unit; independent units; correlated units weighted with and against their
+    correlation; a random case, with p < 1 and p = 1). A wrong answer gets the
+    step of the derivation it skipped, never the expected value. ``seed`` chooses
+    the random case.
+    """
+    from bnlessons.placement.dropout import weighted_sum_variance_ratio
+
+    name = "check_weighted_dropout_ratio"
+    for k, (w, mean, cov, p) in enumerate(_weighted_cases(seed), start=1):
+        where = f"case {k} (J = {len(w)} units, p = {p})"
+        try:
+            got = fn(w.clone(), mean.clone(), cov.clone(), p)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            return report(Verdict(name, False, f"your function {_failed(err)} in {where}"),
+                          verbose)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = float(got)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return report(Verdict(name, False, f"return one number, got "
+                                   f"{type(got).__name__}"), verbose)
+        want = float(weighted_sum_variance_ratio(w, mean, cov, p))
+        if abs(got - want) <= 1e-6 * abs(want):
+            continue
+        noise = (1 / p - 1) * float((w**2 * (mean**2 + cov.diagonal())).sum())
+        test = float(w @ cov @ w)
+        wrong = {
+            "the variance at test time is that of the weighted sum, w^T cov w, which "
+            "counts the covariances; the sum of the w_j^2 Var(h_j) treats the units as "
+            "independent": 1 + noise / float((w**2 * cov.diagonal()).sum()),
+            "a dropped unit loses its mean as well as its spread: the noise of unit j is "
+            "w_j^2 E[h_j^2] = w_j^2 (mean_j^2 + Var(h_j)), not w_j^2 Var(h_j)":
+                1 + (1 / p - 1) * float((w**2 * cov.diagonal()).sum()) / test,
+            "the weights enter the noise squared: unit j's dropout noise is scaled by "
+            "w_j, its variance by w_j^2": 1 + (1 / p - 1) * float(
+                (w * (mean**2 + cov.diagonal())).sum()) / test,
+            "that is Var_test / Var_train, the way Li et al. write it; the exercise asks "
+            "for Var_train / Var_test": 1 / want,
+            "1/p is the ratio of one centred unit only; a weighted sum of units with "
+            "means and correlations has its own": 1 / p,
+        }
+        hint = next((h for h, v in wrong.items() if abs(got - v) <= 1e-6 * max(1.0, abs(v))),
+                    "start from Var_train(y) = Var(w . h) + E[Var(y | h)] and the variance "
+                    "of one mask, Var(b_j / p) = 1/p - 1")
+        return report(Verdict(name, False, f"{where}: {got:.6g} is not the ratio: {hint}"),
+                      verbose)
+    return report(Verdict(name, True, "all 6 cases match 1 + (1/p - 1) sum_j w_j^2 "
+                           "E[h_j^2] / Var(w . h)"), verbose)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnlessons._validate import check_module
+from bnlessons._validate import check_module, check_number
 from bnlessons.models import MLP, init_weights, small_cnn
 from bnlessons.probes import capture_in_eval
 from bnlessons.reproducibility import seeded
@@ -59,6 +59,42 @@ def placed_cnn(position: str, activation: str, *, in_channels: int, num_classes:
                           norm_position="after" if position == "after" else "before")
         init_weights(model, init_rule(activation))
     return model
+
+
+class CentredSigmoid(nn.Sigmoid):
+    """``sigmoid(z) - 1/2``: the sigmoid's slope (at most 1/4), with outputs centred on
+    zero. A subclass of ``nn.Sigmoid``, so ``nonlinearity_inputs`` finds it."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) - 0.5
+
+
+def centre_sigmoids(model: nn.Module) -> int:
+    """Replace every ``nn.Sigmoid`` of ``model`` (in place) by a ``CentredSigmoid``;
+    returns how many were replaced."""
+    check_module(model)
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Sigmoid:
+                setattr(parent, name, CentredSigmoid())
+                count += 1
+    if not count:
+        raise ValueError("model has no nn.Sigmoid layer to centre")
+    return count
+
+
+@torch.no_grad()
+def scale_hidden_weights(model: MLP, factor: float) -> None:
+    """Multiply the weights of every hidden layer of ``model`` (each ``blocks[i].linear``,
+    not the head) by ``factor``, in place: an initialisation ``factor`` times larger."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a models.MLP, got {type(model).__name__}")
+    factor = check_number(factor, "factor")
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    for block in model.blocks:
+        block.linear.weight.mul_(factor)
 
 
 def nonlinearity_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

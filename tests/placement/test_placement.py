@@ -345,3 +345,87 @@ def test_training_set_statistics():
     bare = copy.deepcopy(model).train()
     with pytest.raises(ValueError, match="reference rows"):
         bare(batch)
+
+
+def test_sigmoid_controls():
+    from bnlessons.placement import positions as P
+
+    net = P.placed_mlp("none", "sigmoid", in_features=6, num_classes=3, width=8, depth=2, seed=0)
+    before = [b.linear.weight.clone() for b in net.blocks]
+    head = net.head.weight.clone()
+    P.scale_hidden_weights(net, 4.0)
+    assert all(torch.equal(b.linear.weight, 4 * w) for b, w in zip(net.blocks, before))
+    assert torch.equal(net.head.weight, head)
+    assert P.centre_sigmoids(net) == 2
+    z = torch.tensor([-3.0, 0.0, 2.0])
+    assert torch.allclose(net.blocks[0].act(z), torch.sigmoid(z) - 0.5)
+    assert len(P.nonlinearity_inputs(net, torch.randn(4, 6))) == 2
+    with pytest.raises(ValueError, match="no nn.Sigmoid"):
+        P.centre_sigmoids(net)
+    with pytest.raises(TypeError, match="models.MLP"):
+        P.scale_hidden_weights(nn.Linear(3, 3), 2.0)
+    with pytest.raises(ValueError, match="factor"):
+        P.scale_hidden_weights(net, 0.0)
+
+
+def test_tune_rate():
+    from bnlessons.placement.tuning import tune_rate
+
+    calls = []
+
+    def score(lr):  # best at 0.1, diverges at 1.0
+        calls.append(lr)
+        return float("nan") if lr >= 1.0 else -abs(math.log10(lr) + 1)
+
+    grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    full = tune_rate(score, grid, maximise=True, patience=None)
+    assert full.best == 0.1 and full.bracketed() and calls == list(grid)
+    assert full.skipped == () and math.isnan(full.score(3.0))
+    calls.clear()
+    early = tune_rate(score, grid, maximise=True, patience=1)
+    assert early.best == 0.1 and early.lrs == (0.01, 0.03, 0.1, 0.3)
+    assert early.skipped == (1.0, 3.0) and early.bracketed()
+    # a loss is minimised; a best rate at the end of the grid is not bracketed
+    edge = tune_rate(lambda lr: 1 / lr, grid, maximise=False, patience=2)
+    assert edge.best == 3.0 and not edge.bracketed()
+    low = tune_rate(lambda lr: lr, grid, maximise=False, patience=2)
+    assert low.best == 0.01 and low.lrs == (0.01, 0.03, 0.1) and not low.bracketed()
+    with pytest.raises(ValueError, match="ascending"):
+        tune_rate(score, (0.1, 0.01), maximise=True, patience=None)
+    with pytest.raises(ValueError, match="patience"):
+        tune_rate(score, grid, maximise=True, patience=0)
+    with pytest.raises(TypeError, match="callable"):
+        tune_rate(0.1, grid, maximise=True, patience=None)
+
+
+def test_weighted_dropout_ratio_check():
+    """The reference passes; each plausible wrong formula fails with the step it skipped."""
+    ok = checks.check_weighted_dropout_ratio(
+        lambda w, m, c, p: float(dp.weighted_sum_variance_ratio(w, m, c, p)), verbose=False)
+    assert ok, ok.message
+
+    def noise(w, m, c, p, second=True, squared=True):
+        moment = m**2 + c.diagonal() if second else c.diagonal()
+        return (1 / p - 1) * ((w**2 if squared else w) * moment).sum()
+
+    wrong = {
+        "treats the units as independent":
+            lambda w, m, c, p: 1 + noise(w, m, c, p) / (w**2 * c.diagonal()).sum(),
+        "loses its mean as well":
+            lambda w, m, c, p: 1 + noise(w, m, c, p, second=False) / (w @ c @ w),
+        "enter the noise squared":
+            lambda w, m, c, p: 1 + noise(w, m, c, p, squared=False) / (w @ c @ w),
+        "the way Li et al. write it":
+            lambda w, m, c, p: 1 / (1 + noise(w, m, c, p) / (w @ c @ w)),
+        # for one unit, 1/p is exactly the answer without the mean: that hint comes first
+        "loses its mean": lambda w, m, c, p: 1 / p,
+        "Var(b_j / p) = 1/p - 1": lambda w, m, c, p: 1 + 2 * noise(w, m, c, p) / (w @ c @ w),
+    }
+    for hint, fn in wrong.items():
+        v = checks.check_weighted_dropout_ratio(fn, verbose=False)
+        assert not v and hint in v.message, (hint, v.message)
+        want = float(dp.weighted_sum_variance_ratio(*(torch.tensor(x, dtype=torch.float64)
+                                                      for x in ([2.0], [0.4], [[0.34]])), 0.5))
+        assert f"{want:.4g}" not in v.message  # the expected value is never printed
+    v = checks.check_weighted_dropout_ratio(lambda w, m, c, p: "2", verbose=False)
+    assert not v and "one number" in v.message
