@@ -82,7 +82,8 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
         with torch.no_grad():
             out = layer(z)
             rescaled = layer(z * scales)
-        model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
+        model = causal_model(in_channels=4, channels=16, out_channels=3, norm=None, seed=seed,
+                             make_norm=lambda c: copy.deepcopy(layer)).train()
         leak = leakage(model, x, step=6)
     except Exception as err:  # noqa: BLE001
         kind = _failed(err)

@@ -54,24 +54,101 @@ def test_dropout_mlp_places_and_the_shift_it_causes():
         dp.bn_variance_shift(nn.Linear(6, 3), x)
 
 
+def _causal(norm, seed=0, **kw):
+    return sq.causal_model(in_channels=4, channels=16, out_channels=3, norm=norm, seed=seed,
+                           **kw)
+
+
 def test_leakage_of_bn_and_layernorm():
     x = torch.randn(4, 4, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    bn = sq.causal_model(norm="bn")
+    bn = _causal("bn")
     assert min(sq.leakage(copy.deepcopy(bn).train(), x, 6).values()) > 1e-3
     assert max(sq.leakage(copy.deepcopy(bn).eval(), x, 6).values()) == 0.0
-    assert max(sq.leakage(sq.causal_model(norm="ln").train(), x, 6).values()) == 0.0
+    assert max(sq.leakage(_causal("ln").train(), x, 6).values()) == 0.0
+    maps = sq.leakage_map(copy.deepcopy(bn).train(), x, 6)
+    assert maps["future"].shape == (4, 12) and maps["future"][:, 6:].min() > 0
+    assert maps["batch"][1:].min() > 0  # the perturbed sequences move, of course
+    # per-step BN: no leak across time, a leak across the batch
+    step = _causal(None, make_norm=lambda c: sq.StepBatchNorm1d(c, 12)).train()
+    leak = sq.leakage(step, x, 6)
+    assert leak["future"] < 1e-12 and leak["batch"] > 1e-3
     with pytest.raises(ValueError, match="step"):
         sq.leakage(bn, x, 12)
     with pytest.raises(ValueError, match="N >= 2"):
         sq.leakage(bn, x[:1], 6)
+    with pytest.raises(ValueError, match="norm must be"):
+        _causal("batch")
 
 
-def test_padding_zeroes_the_tail():
+def test_conv_bias_only_where_bn_cancels_it():
+    assert _causal("bn").conv1.bias is None and _causal("masked bn").conv1.bias is None
+    assert _causal("ln").conv1.bias is not None and _causal(None).conv1.bias is not None
+
+
+def test_padding_and_masked_statistics():
     x = torch.ones(2, 3, 5, dtype=torch.float64)
     out = sq.padded(x, [5, 2])
     assert out[0].sum() == 15 and out[1, :, 2:].abs().sum() == 0
+    longer = sq.padded(x, [5, 2], steps=8)
+    assert longer.shape == (2, 3, 8) and longer[:, :, 5:].abs().sum() == 0
     with pytest.raises(ValueError, match="one length per sequence"):
         sq.padded(x, [5])
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(3, 4, 10, generator=g, dtype=torch.float64)
+    lengths = [10, 6, 3]
+    outs = {}
+    for norm in ("bn", "masked bn"):
+        model = _causal(norm).train()
+        outs[norm] = [model(sq.padded(real, lengths, steps=10 + extra), lengths)[0, :, :10]
+                      for extra in (0, 7)]
+    assert (outs["bn"][0] - outs["bn"][1]).abs().max() > 1e-3  # padding moves BN's outputs
+    assert (outs["masked bn"][0] - outs["masked bn"][1]).abs().max() < 1e-12
+    # masked statistics are those of the real steps
+    layer = sq.MaskedBatchNorm1d(4).double().train()
+    padded_batch = sq.padded(real, lengths, steps=12)
+    y = layer(padded_batch, lengths)
+    values = torch.cat([real[i, :, :n] for i, n in enumerate(lengths)], dim=1)
+    expected = (real[0] - values.mean(1, keepdim=True)) / torch.sqrt(
+        values.var(1, unbiased=False, keepdim=True) + 1e-5)
+    assert torch.allclose(y[0, :, :10], expected, atol=1e-12)
+    assert torch.allclose(layer.running_mean, 0.1 * values.mean(1), atol=1e-12)
+    with pytest.raises(ValueError, match="more than"):
+        sq.real_steps([13], 12)
+
+
+def test_step_batchnorm_normalises_each_step_over_the_batch():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 3, 5, generator=g) * 3 + 2
+    layer = sq.StepBatchNorm1d(3, 7).train()
+    y = layer(x)
+    assert torch.allclose(y.mean(0), torch.zeros(3, 5), atol=1e-5)
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(3, 5), atol=1e-3)
+    # each step's output depends on that step only
+    x2 = x.clone()
+    x2[:, :, 3:] += 1.0
+    assert torch.equal(layer(x2)[:, :, :3], y[:, :, :3])
+    with pytest.raises(ValueError, match="T <= 7"):
+        layer(torch.randn(2, 3, 9))
+
+
+def test_next_step_training_cannot_beat_white_noise_honestly():
+    """A causal model without a leak ends near the floor of 1 (predicting 0); BN over
+    batch and time, trained on batches of two short sequences, goes below it in
+    training mode and above it in eval mode."""
+    g = torch.Generator().manual_seed(5)
+    x = sq.white_noise(400, 1, 4, g)
+    floor = float((x[:, :, 1:] ** 2).mean())
+    result = {}
+    for norm in ("bn", "ln"):
+        model = sq.causal_model(in_channels=1, channels=16, out_channels=1, norm=norm, seed=0,
+                                dtype=torch.float32)
+        losses = sq.train_next_step(model, steps=400, batch=2, length=4, lr=0.01, seed=0)
+        assert len(losses) == 400
+        result[norm] = sq.evaluate_next_step(model, x, batch=2)
+    assert result["bn"]["train"] < floor - 0.1 < floor + 0.05 < result["bn"]["eval"]
+    assert abs(result["ln"]["train"] - floor) < 0.05 and abs(result["ln"]["eval"] - floor) < 0.05
+    with pytest.raises(ValueError, match="batches of 3"):
+        sq.evaluate_next_step(model, x, batch=3)
 
 
 def test_placement_checks():
