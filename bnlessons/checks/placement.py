@@ -179,8 +179,8 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
     silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     if silent:
         return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
-    return report(Verdict(name, True, "identity skip path; BN, ReLU, linear, BN, ReLU, linear "
-                           "in that order; every parameter learns"), verbose)
+    return report(Verdict(name, True, "identity skip path, the pre-activation order, "
+                           "every parameter learns"), verbose)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -379,5 +379,5 @@ def check_weighted_dropout_ratio(fn: Callable, verbose: bool = True, seed: int =
                     "of one mask, Var(b_j / p) = 1/p - 1")
         return report(Verdict(name, False, f"{where}: {got:.6g} is not the ratio: {hint}"),
                       verbose)
-    return report(Verdict(name, True, "all 6 cases match 1 + (1/p - 1) sum_j w_j^2 "
-                           "E[h_j^2] / Var(w . h)"), verbose)
+    return report(Verdict(name, True, "all 6 cases match the weighted-sum formula"),
+                  verbose)

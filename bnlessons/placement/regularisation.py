@@ -1,6 +1,6 @@
 """Measuring regularisation, and BN without its batch noise.
 
-* ``fit_temperature`` / ``nll``: the test loss of a network that fits its
+* ``eval_logits``, ``fit_temperature``, ``nll``: the test loss of a network that fits its
   training set mixes two things, how often it is wrong and how confident it
   is when it is. Dividing the logits by one temperature T, fitted on a
   validation split (temperature scaling, Guo et al. 2017), fixes the
@@ -143,3 +143,15 @@ def use_training_set_statistics(model: nn.Module, x_reference: torch.Tensor) -> 
     if replace_batchnorm(model, factory, kinds=(nn.BatchNorm1d,)) == 0:
         raise ValueError("model has no nn.BatchNorm1d layer to replace")
     return TrainingSetStatistics(model, x_reference)
+
+
+@torch.no_grad()
+def eval_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's logits on ``x`` in eval mode (its modes are restored afterwards)."""
+    from bnlessons.train import eval_mode
+
+    check_module(model)
+    x = as_float_tensor(x, "x")
+    check_int(batch_size, "batch_size")
+    with eval_mode(model):
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])

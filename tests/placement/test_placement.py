@@ -506,3 +506,16 @@ def test_weighted_dropout_ratio_check():
         assert f"{want:.4g}" not in v.message  # the expected value is never printed
     v = checks.check_weighted_dropout_ratio(lambda w, m, c, p: "2", verbose=False)
     assert not v and "one number" in v.message
+
+
+def test_eval_logits_restores_modes():
+    from bnlessons.placement import regularisation as reg
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3))
+    model.train()
+    x = torch.randn(2500, 4)
+    out = reg.eval_logits(model, x, batch_size=1000)
+    assert out.shape == (2500, 3) and model.training and model[2].training
+    model.eval()
+    assert torch.equal(out, model(x))
