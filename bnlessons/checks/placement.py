@@ -179,7 +179,7 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
     silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     if silent:
         return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
-    return report(Verdict(name, True, "identity skip path, the pre-activation order, "
+    return report(Verdict(name, True, "skip path and order right, "
                            "every parameter learns"), verbose)
 
 
