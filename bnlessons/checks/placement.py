@@ -379,5 +379,5 @@ def check_weighted_dropout_ratio(fn: Callable, verbose: bool = True, seed: int =
                     "of one mask, Var(b_j / p) = 1/p - 1")
         return report(Verdict(name, False, f"{where}: {got:.6g} is not the ratio: {hint}"),
                       verbose)
-    return report(Verdict(name, True, "all 6 cases match the weighted-sum formula"),
+    return report(Verdict(name, True, "all 6 cases agree with the formula"),
                   verbose)
