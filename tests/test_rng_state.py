@@ -20,7 +20,7 @@ from bnlessons.bn_math import jacobian
 from bnlessons.covariate_shift import ics, noise, shift
 from bnlessons.inference import precise_bn, small_batch
 from bnlessons.models import MLP, ResidualBlock
-from bnlessons.placement.dropout import variance_ratio
+from bnlessons.placement.dropout import variance_ratio, weighted_sum_variance_ratio
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
 
@@ -112,6 +112,8 @@ CALLS = {
                                                                       verbose=False),
     "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
         variance_ratio, verbose=False),
+    "check_weighted_dropout_ratio": lambda: checks.check_weighted_dropout_ratio(
+        weighted_sum_variance_ratio, verbose=False),
     "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),
     "check_drop_bias": lambda: checks.check_drop_bias(_drop_bias, verbose=False),
     "check_preact_block": lambda: checks.check_preact_block(

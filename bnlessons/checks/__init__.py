@@ -59,6 +59,7 @@ from bnlessons.checks.placement import (
     check_drop_bias,
     check_dropout_variance_ratio,
     check_preact_block,
+    check_weighted_dropout_ratio,
 )
 from bnlessons.checks.residual import (
     check_largest_stable_lr,
@@ -78,5 +79,6 @@ __all__ = [
     "check_pytorch_update",
     "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
     "check_dropout_variance_ratio", "check_causal_norm", "check_preact_block",
+    "check_weighted_dropout_ratio",
     "check_drop_bias",
 ]

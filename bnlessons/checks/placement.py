@@ -1,5 +1,6 @@
-"""Checks for chapter 4, placement: the dropout variance ratio, a bias removed from
-before BN, a pre-activation block and a causal-safe normalisation."""
+"""Checks for chapter 4, placement: the dropout variance ratio (of one value and of a
+weighted sum), a bias removed from before BN, a pre-activation block and a
+causal-safe normalisation."""
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9, verbose: bool 
 
 
 def _run_causal_norm(layer: torch.nn.Module, x: torch.Tensor, z: torch.Tensor,
-                     scales: torch.Tensor) -> tuple[Any, Any, dict[str, float]]:
+                     scales: torch.Tensor, seed: int) -> tuple[Any, Any, dict[str, float]]:
     """The learner's layer in float64 training mode on ``z`` and on ``z * scales``, and
     how much a causal model built with it leaks on ``x``."""
     from bnlessons.placement.sequences import causal_model, leakage
@@ -54,7 +55,8 @@ def _run_causal_norm(layer: torch.nn.Module, x: torch.Tensor, z: torch.Tensor,
     with torch.no_grad():
         out = layer(z)
         rescaled = layer(z * scales)
-    model = causal_model(make_norm=lambda c: copy.deepcopy(layer)).train()
+    model = causal_model(in_channels=4, channels=16, out_channels=3, norm=None, seed=seed,
+                         make_norm=lambda c: copy.deepcopy(layer)).train()
     return out, rescaled, leakage(model, x, step=6)
 
 
@@ -81,7 +83,8 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
                                f"{type(layer).__name__}"), verbose)
     z = torch.randn(6, 16, 12, generator=g, dtype=torch.float64) * 3 + 1
     scales = torch.rand(6, 1, 12, generator=g, dtype=torch.float64) * 4 + 0.25
-    result = call_learner(name, _run_causal_norm, layer, x, z, scales, verbose=verbose, who=who)
+    result = call_learner(name, _run_causal_norm, layer, x, z, scales, seed,
+                          verbose=verbose, who=who)
     if isinstance(result, Verdict):
         return result
     out, rescaled, leak = result
@@ -108,27 +111,38 @@ def check_causal_norm(make_norm: Callable, verbose: bool = True, seed: int = 31)
 
 
 def _run_preact_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
-                      norms: list[torch.nn.BatchNorm1d], x: torch.Tensor) -> tuple[Any, list[str]]:
-    """The learner's block in training mode on ``x`` with its last linear layer at zero, the
-    order in which its layers first ran, and then (that layer restored) one backward pass."""
+                      norms: list[torch.nn.BatchNorm1d], x: torch.Tensor
+                      ) -> tuple[Any, Any, list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """The learner's block in training mode on ``x``: its output with the last linear layer
+    at zero; then (that layer restored) its output and what each BN and linear layer saw
+    and returned, in the order they ran; then one backward pass."""
     block.train()
-    order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, kind=kind: order.append(kind))
-             for kind, group in (("bn", norms), ("linear", linears)) for m in group]
+    # The values are copied at once, before an in-place ReLU can change them.
+    calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    def record(kind: str) -> Callable:
+        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            calls.append((kind, inputs[0].detach().clone(), output.detach().clone()))
+        return hook
+
+    hooks = [m.register_forward_hook(record(kind))
+             for kind, group in (("BN", norms), ("linear", linears)) for m in group]
     try:
         with torch.no_grad():
             saved = [p.detach().clone() for p in linears[-1].parameters()]
             for p in linears[-1].parameters():
                 p.zero_()
-            out = block(x)
+            silenced = block(x)
             for p, s in zip(linears[-1].parameters(), saved):
                 p.copy_(s)
+            calls.clear()
+            out = block(x)
     finally:
         for h in hooks:
             h.remove()
     block.zero_grad(set_to_none=True)
     block(x).pow(2).sum().backward()
-    return out, order
+    return silenced, out, calls
 
 
 @gradable
@@ -139,10 +153,13 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
 
     With the last linear layer's weights (and bias) set to zero the block must
     return its input exactly, negative values included (nothing on the skip
-    path); it must keep the shape; its first operation on the input must be a
-    BN layer (the pre-activation order); and every parameter must get a
-    gradient once the last layer is not zero. ``seed`` chooses the random
-    input, ``width`` the block's width.
+    path); it must keep the shape; its BN and linear layers must run in the
+    order BN, linear, BN, linear; each must see exactly what the pre-activation
+    order gives it (the first BN the block's input, each linear layer the ReLU
+    of the BN before it, the second BN the first linear layer's output), and
+    the block must return its input plus the last linear layer's output; and
+    every parameter must get a gradient once the last layer is not zero.
+    ``seed`` chooses the random input, ``width`` the block's width.
     """
     name = "check_preact_block"
     g = torch.Generator().manual_seed(seed)
@@ -163,26 +180,76 @@ def check_preact_block(block_class: Callable, verbose: bool = True, seed: int = 
                           who="your block")
     if isinstance(result, Verdict):
         return result
-    out, order = result
-    if not isinstance(out, torch.Tensor):
+    silenced, out, calls = result
+    if not isinstance(silenced, torch.Tensor) or not isinstance(out, torch.Tensor):
         return report(Verdict(name, False, f"the block should return a torch.Tensor, got "
-                               f"{type(out).__name__}"), verbose)
-    if out.shape != x.shape:
-        return report(Verdict(name, False, f"the output has shape {tuple(out.shape)}, "
+                               f"{type(silenced).__name__}"), verbose)
+    if silenced.shape != x.shape:
+        return report(Verdict(name, False, f"the output has shape {tuple(silenced.shape)}, "
                                f"expected {tuple(x.shape)}"), verbose)
-    if not torch.equal(out, x):
-        off = float((out - x).abs().max())
+    if not torch.equal(silenced, x):
+        off = float((silenced - x).abs().max())
         return report(Verdict(name, False, f"with the last layer at zero the block should return "
                                f"its input exactly, but it is off by up to {off:.3g}: is there "
                                "something (a ReLU?) on the skip path?"), verbose)
-    if order[:1] != ["bn"]:
-        return report(Verdict(name, False, "the branch starts with a linear layer: in a "
-                               "pre-activation block BN (then ReLU) comes first"), verbose)
+    problem = _preact_order_problem(calls, x, out)
+    if problem:
+        return report(Verdict(name, False, problem), verbose)
     silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     if silent:
         return report(Verdict(name, False, f"no gradient reaches {', '.join(silent)}"), verbose)
-    return report(Verdict(name, True, "identity skip path, BN first in the branch, shapes kept, "
+    return report(Verdict(name, True, "skip path and order right, "
                            "every parameter learns"), verbose)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _relu_problem(which: str, bn_out: torch.Tensor, lin_in: torch.Tensor) -> str:
+    """Empty if the ``which`` linear layer saw ReLU of the BN output before it."""
+    if _same(lin_in, torch.relu(bn_out)):
+        return ""
+    if _same(lin_in, bn_out):
+        return (f"the {which} linear layer sees the BN output itself, negative values "
+                "included: the ReLU between BN and the linear layer is missing (the "
+                "pre-activation order is BN, ReLU, linear)")
+    return (f"the {which} linear layer does not see ReLU of the BN before it: in the "
+            "pre-activation order each linear layer follows a BN and a ReLU directly")
+
+
+def _preact_order_problem(calls: list[tuple[str, torch.Tensor, torch.Tensor]],
+                          x: torch.Tensor, out: torch.Tensor) -> str:
+    """What is wrong with the order of a pre-activation branch, from what its BN and
+    linear layers saw and returned in one forward pass; empty if nothing is."""
+    kinds = [kind for kind, _, _ in calls]
+    if kinds[:1] == ["linear"]:
+        return "the branch starts with a linear layer: in a pre-activation block BN (then ReLU) "\
+               "comes first"
+    if kinds != ["BN", "linear", "BN", "linear"]:
+        return (f"your block ran {', '.join(kinds) or 'no BN or linear layer'}; a pre-activation "
+                "branch runs each of its two BN and two linear layers once, in the order BN, "
+                "linear, BN, linear (with a ReLU after each BN)")
+    (_, bn1_in, bn1_out), (_, lin1_in, lin1_out), (_, bn2_in, bn2_out), (_, lin2_in, lin2_out) \
+        = calls
+    if not _same(bn1_in, x):
+        return "the first BN does not see the block's input x: the branch starts with BN(x)"
+    missing = _relu_problem("first", bn1_out, lin1_in)
+    if missing:
+        return missing
+    if not _same(bn2_in, lin1_out):
+        if _same(bn2_in, torch.relu(lin1_out)):
+            return ("a ReLU sits between the first linear layer and the second BN: in the "
+                    "pre-activation order the ReLU comes after each BN, and the linear "
+                    "layer's output goes straight into the next BN")
+        return "the second BN does not see the first linear layer's output directly"
+    missing = _relu_problem("second", bn2_out, lin2_in)
+    if missing:
+        return missing
+    if not _same(out, x + lin2_out):
+        return ("the block does not return x plus the last linear layer's output: nothing "
+                "may follow the last linear layer or the addition")
+    return ""
 
 
 @gradable
@@ -255,3 +322,77 @@ def check_drop_bias(fn: Callable, verbose: bool = True, seed: int = 43) -> Verdi
                 return report(Verdict(name, False, problem), verbose)
     return report(Verdict(name, True, "no bias, the same outputs in training and eval mode, "
                            "the originals untouched"), verbose)
+
+
+def _weighted_cases(seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """(w, mean, cov, p): one unit; independent units; correlated units weighted with
+    and against their correlation; a random case; nothing dropped."""
+    def t(values: object) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    cov = a @ a.T / 6 + 0.1 * torch.eye(6, dtype=torch.float64)
+    mean = torch.rand(6, generator=g, dtype=torch.float64) * 2
+    w = torch.randn(6, generator=g, dtype=torch.float64)
+    correlated = t([[1.0, 0.9], [0.9, 1.0]])
+    return [(t([2.0]), t([0.4]), t([[0.34]]), 0.5),
+            (t([1.0, 1.0]), t([1.0, 1.0]), torch.eye(2, dtype=torch.float64), 0.5),
+            (t([1.0, 1.0]), t([1.0, 0.5]), correlated, 0.8),
+            (t([1.0, -1.0]), t([1.0, 0.5]), correlated, 0.5),
+            (w, mean, cov, 0.7),
+            (w, mean, cov, 1.0)]
+
+
+@gradable
+def check_weighted_dropout_ratio(fn: Callable, verbose: bool = True, seed: int = 47) -> Verdict:
+    """Check ``fn(w, mean, cov, p)``: Var_train / Var_test of ``y = w . (h * b / p)``
+    for units ``h`` of mean ``mean`` (J,) and covariance ``cov`` (J, J), weights ``w``
+    (J,) and independent masks ``b_j ~ Bernoulli(p)``, against
+    ``1 + (1/p - 1) sum_j w_j**2 (mean_j**2 + cov_jj) / (w^T cov w)`` on six cases
+    (one unit; independent units; correlated units weighted with and against their
+    correlation; a random case, with p < 1 and p = 1). A wrong answer gets the
+    step of the derivation it skipped, never the expected value. ``seed`` chooses
+    the random case.
+    """
+    from bnlessons.placement.dropout import weighted_sum_variance_ratio
+
+    name = "check_weighted_dropout_ratio"
+    for k, (w, mean, cov, p) in enumerate(_weighted_cases(seed), start=1):
+        where = f"case {k} (J = {len(w)} units, p = {p})"
+        got = call_learner(name, fn, w.clone(), mean.clone(), cov.clone(), p, verbose=verbose,
+                           note=f"in {where}")
+        if isinstance(got, Verdict):
+            return got
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = float(got)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return report(Verdict(name, False, f"return one number, got "
+                                   f"{type(got).__name__}"), verbose)
+        want = float(weighted_sum_variance_ratio(w, mean, cov, p))
+        if abs(got - want) <= 1e-6 * abs(want):
+            continue
+        noise = (1 / p - 1) * float((w**2 * (mean**2 + cov.diagonal())).sum())
+        test = float(w @ cov @ w)
+        wrong = {
+            "the variance at test time is that of the weighted sum, w^T cov w, which "
+            "counts the covariances; the sum of the w_j^2 Var(h_j) treats the units as "
+            "independent": 1 + noise / float((w**2 * cov.diagonal()).sum()),
+            "a dropped unit loses its mean as well as its spread: the noise of unit j is "
+            "w_j^2 E[h_j^2] = w_j^2 (mean_j^2 + Var(h_j)), not w_j^2 Var(h_j)":
+                1 + (1 / p - 1) * float((w**2 * cov.diagonal()).sum()) / test,
+            "the weights enter the noise squared: unit j's dropout noise is scaled by "
+            "w_j, its variance by w_j^2": 1 + (1 / p - 1) * float(
+                (w * (mean**2 + cov.diagonal())).sum()) / test,
+            "that is Var_test / Var_train, the way Li et al. write it; the exercise asks "
+            "for Var_train / Var_test": 1 / want,
+            "1/p is the ratio of one centred unit only; a weighted sum of units with "
+            "means and correlations has its own": 1 / p,
+        }
+        hint = next((h for h, v in wrong.items() if abs(got - v) <= 1e-6 * max(1.0, abs(v))),
+                    "start from Var_train(y) = Var(w . h) + E[Var(y | h)] and the variance "
+                    "of one mask, Var(b_j / p) = 1/p - 1")
+        return report(Verdict(name, False, f"{where}: {got:.6g} is not the ratio: {hint}"),
+                      verbose)
+    return report(Verdict(name, True, "all 6 cases agree with the formula"),
+                  verbose)

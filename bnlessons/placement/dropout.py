@@ -9,7 +9,18 @@ in training the second moment is ``(c**2 + v) / p``, so
 
 A BN layer after it estimates its running variance in training mode, and at
 test time sees inputs whose variance is smaller: a train/test inconsistency
-that no amount of training removes.
+that no amount of training removes. (Li et al. write the ratio the other way
+up, Var_test / Var_train.)
+
+Inside a network, BN sees a weighted sum ``y = sum_j w_j h_j b_j / p`` of
+dropped-out units, with independent masks ``b_j``. Conditioning on ``h``,
+
+    Var_train(y) = Var(w . h) + (1/p - 1) sum_j w_j**2 E[h_j**2],
+
+so ``Var_train / Var_test = 1 + (1/p - 1) sum_j w_j**2 E[h_j**2] / Var(w . h)``
+(``weighted_sum_variance_ratio``). With one unit this is the formula above;
+units that are correlated and weighted so that they add up coherently make
+``Var(w . h)`` large and the ratio close to 1.
 """
 from __future__ import annotations
 
@@ -41,6 +52,34 @@ def variance_ratio(c: float, v: float, p: float) -> float:
     mean ``c`` and variance ``v``: ``((c**2 + v) / p - c**2) / v``."""
     c, v, p = check_number(c, "c"), check_positive(v, "v (a variance)"), _check_keep(p)
     return ((c * c + v) / p - c * c) / v
+
+
+def weighted_sum_variance_ratio(w: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
+                                p: float) -> torch.Tensor:
+    """Var_train / Var_test of ``y = w . (h * b / p)``, with ``b_j ~ Bernoulli(p)``
+    independent of each other and of ``h``, whose mean is ``mean`` (J,) and
+    covariance ``cov`` (J, J):
+
+        1 + (1/p - 1) * sum_j w_j**2 (mean_j**2 + cov_jj) / (w^T cov w).
+
+    ``w`` is one weight vector (J,) or a layer's weights (K, J), one ratio per
+    row. The result has ``w``'s dtype.
+    """
+    w, mean, cov = as_float_tensor(w, "w"), as_float_tensor(mean, "mean"), \
+        as_float_tensor(cov, "cov")
+    p = _check_keep(p)
+    if mean.dim() != 1 or cov.shape != (len(mean), len(mean)):
+        raise ValueError(f"mean must be (J,) and cov (J, J), got {tuple(mean.shape)} and "
+                         f"{tuple(cov.shape)}")
+    if w.dim() not in (1, 2) or w.shape[-1] != len(mean):
+        raise ValueError(f"w must be (J,) or (K, J) with J = {len(mean)}, got {tuple(w.shape)}")
+    rows = w.reshape(-1, len(mean)).to(cov.dtype)
+    test = ((rows @ cov) * rows).sum(dim=1)
+    if not (test > 0).all():
+        raise ValueError("w . h has no variance for some row of w: the ratio is undefined")
+    noise = (1 / p - 1) * (rows**2 @ (mean**2 + cov.diagonal()))
+    ratio = 1 + noise / test
+    return ratio.reshape(w.shape[:-1]).to(w.dtype)
 
 
 def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

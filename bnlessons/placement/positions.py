@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnlessons._validate import check_module
-from bnlessons.models import MLP, small_cnn
+from bnlessons._validate import check_module, check_number
+from bnlessons.models import MLP, init_weights, small_cnn
 from bnlessons.probes import capture_in_eval, saturation
 from bnlessons.reproducibility import seeded
 
@@ -22,29 +22,76 @@ def _check_position(position: str) -> None:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
 
 
+def init_rule(activation: str) -> str:
+    """The initialisation every network of the lesson gets: He's for ReLU, Glorot's
+    for the others (``models.init_weights`` names)."""
+    return "he" if activation == "relu" else "glorot"
+
+
 def placed_mlp(position: str, activation: str, *, in_features: int, num_classes: int,
                width: int, depth: int, seed: int) -> MLP:
-    """A ``models.MLP`` with BN in ``position``; He initialisation for ReLU, Glorot
-    otherwise. Weights come from ``seed``; torch's global random state is left alone.
-    The sizes and the seed have no defaults: the lesson states them."""
+    """A ``models.MLP`` with BN in ``position``, initialised by ``init_rule``. Weights
+    come from ``seed``; torch's global random state is left alone. The sizes and the
+    seed have no defaults: the lesson states them."""
     _check_position(position)
     with seeded(seed):
         return MLP(in_features, num_classes, width=width, depth=depth, activation=activation,
                    norm=None if position == "none" else "bn",
                    norm_position="before" if position == "none" else position,
-                   init="he" if activation == "relu" else "glorot")
+                   init=init_rule(activation))
 
 
 def placed_cnn(position: str, activation: str, *, in_channels: int, num_classes: int,
                channels: tuple[int, int], seed: int) -> nn.Sequential:
     """``models.small_cnn`` with BN in ``position`` and the given nonlinearity: two 3x3
     convolutions (the second with stride 2), global average pooling and a linear head.
-    Weights come from ``seed``; torch's global random state is left alone."""
+    Initialised by ``init_rule``, like ``placed_mlp`` (PyTorch's default
+    initialisation would leave the network without BN far smaller signals than
+    the MLPs get). Weights come from ``seed``; torch's global random state is
+    left alone."""
     _check_position(position)
     with seeded(seed):
-        return small_cnn(in_channels, num_classes, channels, norm=position != "none",
-                         activation=activation,
-                         norm_position="after" if position == "after" else "before")
+        model = small_cnn(in_channels, num_classes, channels, norm=position != "none",
+                          activation=activation,
+                          norm_position="after" if position == "after" else "before")
+        init_weights(model, init_rule(activation))
+    return model
+
+
+class CentredSigmoid(nn.Sigmoid):
+    """``sigmoid(z) - 1/2``: the sigmoid's slope (at most 1/4), with outputs centred on
+    zero. A subclass of ``nn.Sigmoid``, so ``nonlinearity_inputs`` finds it."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) - 0.5
+
+
+def centre_sigmoids(model: nn.Module) -> int:
+    """Replace every ``nn.Sigmoid`` of ``model`` (in place) by a ``CentredSigmoid``;
+    returns how many were replaced."""
+    check_module(model)
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Sigmoid:
+                setattr(parent, name, CentredSigmoid())
+                count += 1
+    if not count:
+        raise ValueError("model has no nn.Sigmoid layer to centre")
+    return count
+
+
+@torch.no_grad()
+def scale_hidden_weights(model: MLP, factor: float) -> None:
+    """Multiply the weights of every hidden layer of ``model`` (each ``blocks[i].linear``,
+    not the head) by ``factor``, in place: an initialisation ``factor`` times larger."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a models.MLP, got {type(model).__name__}")
+    factor = check_number(factor, "factor")
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    for block in model.blocks:
+        block.linear.weight.mul_(factor)
 
 
 def nonlinearity_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

@@ -43,6 +43,7 @@ def test_every_check_says_todo_for_a_stub():
         (checks.check_evaluate, (not_written,)), (checks.check_precise_bn, (not_written,)),
         (checks.check_fold_linear, (not_written,)), (checks.check_drop_bias, (not_written,)),
         (checks.check_dropout_variance_ratio, (not_written,)),
+        (checks.check_weighted_dropout_ratio, (not_written,)),
         (checks.check_preact_block, (Stub,)), (checks.check_causal_norm, (Stub,)),
         (checks.check_variance_prediction, (not_written,)),
         (checks.check_skipinit_block, (Stub,)), (checks.check_largest_stable_lr, (not_written,)),
