@@ -57,7 +57,7 @@ def test_a_wrong_answer_is_still_a_failure():
 
 def test_other_inputs_pass_the_reference_and_change_what_is_checked():
     assert checks.check_forward(reference.forward, shapes=((5, 7),), seed=3, verbose=False)
-    assert checks.check_backward(reference.forward, reference.backward, shapes=((6, 2),),
+    assert checks.check_backward(reference.forward, reference.backward, shapes=((8, 2),),
                                  seed=9, verbose=False)
     assert checks.check_variance_prediction(predicted_variance, cases=(("linear", 3, 0.5),),
                                             verbose=False)
