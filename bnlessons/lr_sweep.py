@@ -7,12 +7,16 @@ stayed finite and the final test accuracy reached ``threshold``;
 ``Sweep.largest_trainable`` is the largest such rate on the grid. Rates
 above the limit are usually hopeless, so the sweep can stop after
 ``stop_after`` consecutive failures: the rates it skips count as failures.
+``param_lrs`` holds chosen parameters at their own rates while the others
+sweep, ``after_step`` runs after each update (both as in ``train.train``),
+and ``score(model)`` adds one more number per trained model (say, accuracy
+with batch statistics) to ``Sweep.scores``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -33,6 +37,7 @@ class Sweep:
     skipped: tuple[bool, ...]
     threshold: float
     trained: tuple[bool, ...]  # ``History.trained(threshold)``; False where skipped
+    scores: tuple[float, ...] = ()  # ``score(model)`` per rate (NaN where skipped or none)
 
     def trains(self) -> list[bool]:
         """Whether each learning rate trained (``train.History.trained``)."""
@@ -57,14 +62,20 @@ def geometric_grid(start: float, stop: float, factor: float = 2.0) -> tuple[floa
 
 def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[float],
              steps: int, seed: int, threshold: float, batch_size: int = 64,
-             stop_after: Optional[int] = 2) -> Sweep:
+             stop_after: Optional[int] = 2,
+             param_lrs: Optional[Mapping[str, float]] = None,
+             after_step: Optional[Callable[[nn.Module, int], None]] = None,
+             score: Optional[Callable[[nn.Module], float]] = None) -> Sweep:
     """Train ``build_model()`` once per learning rate in ``lrs`` (ascending) with plain SGD.
 
     The model is built after ``torch.manual_seed(seed)`` (inside ``fork_rng``, so
     torch's global random state is the same after the sweep as before) so every rate starts
     from the same weights, and ``train`` draws the same minibatches for every
     rate. After ``stop_after`` consecutive rates that fail to train, the
-    larger ones are skipped (``None`` runs them all).
+    larger ones are skipped (``None`` runs them all). ``param_lrs`` and
+    ``after_step`` are passed to ``train.train``; ``score(model)``, if given,
+    is called on each trained model (NaN for a diverged one) and kept in
+    ``Sweep.scores``.
     """
     if isinstance(build_model, nn.Module) or not callable(build_model):
         raise TypeError("build_model must be callable and return a new model (for example "
@@ -77,7 +88,9 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
     check_fraction(threshold, "threshold", zero=False)
     if stop_after is not None:
         check_int(stop_after, "stop_after", 1)
-    accs, diverged, skipped, trained = [], [], [], []
+    if score is not None and not callable(score):
+        raise TypeError(f"score must be a function of the model, got {type(score).__name__}")
+    accs, diverged, skipped, trained, scores = [], [], [], [], []
     failures = 0
     for lr in lrs:
         if stop_after is not None and failures >= stop_after:
@@ -85,11 +98,17 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
             diverged.append(False)
             skipped.append(True)
             trained.append(False)
+            scores.append(float("nan"))
             continue
         with seeded(seed):
             model = build_model()
             history = train(model, data, steps, lr, batch_size=batch_size, seed=seed,
-                            eval_every=steps, progress=False)
+                            eval_every=steps, progress=False, param_lrs=param_lrs,
+                            after_step=after_step)
+        if score is None or history.diverged:
+            scores.append(float("nan"))
+        else:
+            scores.append(float(score(model)))
         acc = history.final_acc
         accs.append(acc)
         diverged.append(history.diverged)
@@ -97,4 +116,4 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
         trained.append(history.trained(threshold))
         failures = 0 if trained[-1] else failures + 1
     return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold),
-                 tuple(trained))
+                 tuple(trained), tuple(scores))

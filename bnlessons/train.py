@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,19 +118,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
-                   weight_decay: float,
-                   decay_only: Optional[Sequence[str]] = None) -> torch.optim.Optimizer:
+                   weight_decay: float, decay_only: Optional[Sequence[str]] = None,
+                   param_lrs: Optional[Mapping[str, float]] = None) -> torch.optim.Optimizer:
     """SGD (with ``momentum``) or Adam over the model's parameters.
 
     ``decay_only`` names the parameters (as in ``model.named_parameters()``)
     that get ``weight_decay``; the others get none. ``None`` decays all.
+    ``param_lrs`` maps parameter names to their own learning rates; the
+    others get ``lr``. Each group's rate is kept as its ``"base_lr"``.
     """
     check_positive(lr, "lr")
     if name not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
     named = dict(model.named_parameters())
     if decay_only is None:
-        groups = [{"params": list(named.values()), "weight_decay": weight_decay}]
+        decayed = set(named)
     else:
         if isinstance(decay_only, str):
             raise TypeError("decay_only must be a sequence of parameter names, not one string")
@@ -138,14 +140,30 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
         if unknown:
             raise ValueError(f"decay_only names no parameter of the model: {unknown}; "
                              f"the names are those of model.named_parameters()")
-        chosen = set(decay_only)
-        groups = [{"params": [p for n, p in named.items() if n in chosen],
-                   "weight_decay": weight_decay},
-                  {"params": [p for n, p in named.items() if n not in chosen],
-                   "weight_decay": 0.0}]
+        decayed = set(decay_only)
+    own = {}
+    if param_lrs is not None:
+        if not isinstance(param_lrs, Mapping):
+            raise TypeError(f"param_lrs must map parameter names to learning rates, got "
+                            f"{type(param_lrs).__name__}")
+        unknown = [n for n in param_lrs if n not in named]
+        if unknown:
+            raise ValueError(f"param_lrs names no parameter of the model: {unknown}; "
+                             f"the names are those of model.named_parameters()")
+        for n, value in param_lrs.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not value > 0 or not math.isfinite(value):
+                raise ValueError(f"param_lrs[{n!r}] must be a positive number, got {value!r}")
+            own[n] = float(value)
+    groups: dict[tuple[float, float], list] = {}
+    for n, p in named.items():
+        key = (own.get(n, float(lr)), weight_decay if n in decayed else 0.0)
+        groups.setdefault(key, []).append(p)
+    param_groups = [{"params": params, "lr": rate, "base_lr": rate, "weight_decay": decay}
+                    for (rate, decay), params in groups.items()]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum)
+    return torch.optim.Adam(param_groups, lr=lr)
 
 
 def eval_steps(steps: int, eval_every: int) -> set[int]:
@@ -157,7 +175,10 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
           optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
           seed: int = 0, eval_every: int = 100, record: Optional[Recorder] = None,
           progress: bool = True, desc: str = "train", replacement: bool = False,
-          decay_only: Optional[Sequence[str]] = None) -> History:
+          decay_only: Optional[Sequence[str]] = None,
+          lr_schedule: Optional[Callable[[int], float]] = None,
+          param_lrs: Optional[Mapping[str, float]] = None,
+          after_step: Optional[Callable[[nn.Module, int], None]] = None) -> History:
     """Train ``model`` on ``data`` for ``steps`` updates with cross-entropy loss.
 
     Evaluates test loss and accuracy at step 0, every ``eval_every`` steps and at
@@ -170,10 +191,18 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
     the run, and the caller's global random state is restored afterwards. Parameters with
     ``requires_grad=False`` get no gradient and so are not updated, which is
     how a part of the model is frozen. ``decay_only`` restricts weight decay
-    to the named parameters (see ``make_optimizer``).
+    to the named parameters, and ``param_lrs`` gives named parameters their
+    own learning rates (see ``make_optimizer``). ``lr_schedule(step)``, for
+    step = 1 .. ``steps``, is the factor every learning rate is multiplied by
+    for that step's update (``None``: constant rates); it must return a
+    finite number >= 0, else ``ValueError``. ``after_step(model, step)`` runs
+    after each update, without gradients (to project weights, say).
     """
     check_int(steps, "steps", 0)
-    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, decay_only)
+    for fn, label in ((lr_schedule, "lr_schedule"), (after_step, "after_step")):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{label} must be a function, got {type(fn).__name__}")
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, decay_only, param_lrs)
     generator = torch.Generator().manual_seed(seed)
     stream = batches(data.x_train, data.y_train, batch_size, generator,
                      replacement=replacement)
@@ -202,7 +231,18 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if lr_schedule is not None:
+                factor = lr_schedule(step)
+                if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
+                        or not math.isfinite(factor) or factor < 0:
+                    raise ValueError(f"lr_schedule({step}) must be a finite number >= 0, "
+                                     f"got {factor!r}")
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * factor
             opt.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model, step)
             history.train_loss.append(loss.item())
             if step in checkpoints:
                 checkpoint(step)

@@ -29,3 +29,30 @@ def test_keep_freed_memory():
     assert measure.keep_freed_memory() is sys.platform.startswith("linux")
     with pytest.raises(ValueError, match="limit_bytes"):
         measure.keep_freed_memory(0)
+
+
+def test_minor_faults_counts_fresh_pages_and_validates():
+    import torch
+
+    # a fresh 64 MiB tensor, above every allocator's mmap threshold, is mapped in page by page
+    # when it is filled; reusing one buffer maps nothing new
+    fresh = measure.minor_faults(lambda: torch.ones(16 << 20), number=3)
+    buffer = torch.empty(16 << 20)
+    reused = measure.minor_faults(lambda: buffer.fill_(1.0), number=3)
+    if sys.platform.startswith("linux"):
+        assert fresh > 4000 and reused < 100, (fresh, reused)
+    with pytest.raises(TypeError, match="callable"):
+        measure.minor_faults(3)
+    with pytest.raises(ValueError, match="number"):
+        measure.minor_faults(lambda: None, number=0)
+
+
+def test_copy_bandwidth_is_bytes_per_second_and_validates():
+    import torch
+
+    bandwidth = measure.copy_bandwidth(1 << 20, repeats=3, number=2)
+    assert 1e8 < bandwidth < 1e13  # between 0.1 GB/s and 10 TB/s on any machine
+    with pytest.raises(TypeError, match="dtype"):
+        measure.copy_bandwidth(10, dtype=torch.int64)
+    with pytest.raises(ValueError, match="numel"):
+        measure.copy_bandwidth(0)

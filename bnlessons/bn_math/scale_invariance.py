@@ -18,7 +18,9 @@ matrix; ``weight_norm_recorder`` records them during ``bnlessons.train.train``.
 
 With weight decay ``wd`` a step shrinks each row by ``1 - lr wd`` and the
 gradient step lengthens it, at right angles: ``decayed_norm_sq``. The two
-balance at ``equilibrium_norm_sq``; ``RowNormTracker`` records norms,
+balance at ``equilibrium_norm_sq`` (from the gradients measured there) or
+``scale_free_equilibrium_norm_sq`` (from ``|g|^2 |w|^2``, which the norm does
+not change); ``RowNormTracker`` records norms,
 gradients and the angle each row turns through at every training step.
 """
 from __future__ import annotations
@@ -165,6 +167,25 @@ def equilibrium_norm_sq(lr: float, weight_decay: float, mean_grad_sq: float) -> 
     return lr * mean_grad_sq / (weight_decay * (2 - lr * weight_decay))
 
 
+def scale_free_equilibrium_norm_sq(lr: float, weight_decay: float,
+                                   unit_grad_sq: float) -> float:
+    """The equilibrium squared norm from the scale-free gradient size
+    ``G = |g|^2 |w|^2``: ``sqrt(lr G / (wd (2 - lr wd)))``.
+
+    For a row feeding a BN unit (eps = 0) ``|g|`` scales as ``1/|w|``, so
+    ``G`` does not depend on the norm: it can be measured on a run that
+    started from another scale and still predicts this one's equilibrium.
+    Plain SGD (no momentum), weight decay added to the gradient.
+    """
+    _check_lr_wd(lr, weight_decay)
+    if not weight_decay > 0:
+        raise ValueError("without weight decay there is no equilibrium: the norm only grows")
+    if isinstance(unit_grad_sq, bool) or not isinstance(unit_grad_sq, (int, float)) \
+            or not unit_grad_sq >= 0:
+        raise ValueError(f"unit_grad_sq must be a number >= 0, got {unit_grad_sq!r}")
+    return (lr * unit_grad_sq / (weight_decay * (2 - lr * weight_decay))) ** 0.5
+
+
 def _check_lr_wd(lr: object, weight_decay: object) -> None:
     check_positive(lr, "lr")
     if not check_nonnegative(weight_decay, "weight_decay") < 1 / lr:
@@ -179,9 +200,9 @@ class RowNormTracker:
     pass, before the optimiser moves the weights, and appends the mean over
     rows of ``|w_j|^2`` and of ``|g_j|^2``, and, from the second call on, the
     root mean square over rows of the angle (radians) each row turned through
-    since the previous call and of the update-to-data ratio
-    ``|w_j - w_j(previous)| / |w_j(previous)|`` (whatever the optimiser did,
-    momentum included).
+    since the previous call, and the layer's update-to-data ratio
+    ``|W - W(previous)|_F / |W(previous)|_F`` (Frobenius norms of the whole
+    matrix; whatever the optimiser did, momentum included).
     Use it around ``bnlessons.train.train`` (evaluation runs without
     gradients and is not recorded)::
 
@@ -216,8 +237,7 @@ class RowNormTracker:
             if previous is not None:
                 cos = (w * previous).sum(1) / (w.norm(dim=1) * previous.norm(dim=1))
                 entry["angle"].append(float(torch.arccos(cos.clamp(-1, 1)).pow(2).mean().sqrt()))
-                ratio = (w - previous).norm(dim=1) / previous.norm(dim=1)
-                entry["update_ratio"].append(float(ratio.pow(2).mean().sqrt()))
+                entry["update_ratio"].append(float((w - previous).norm() / previous.norm()))
             self._previous[name] = w.clone()
 
         return record

@@ -168,6 +168,23 @@ class Timing:
             return min(self.rounds[slower]) / min(self.rounds[faster])
         raise ValueError(f"stat must be 'median' or 'min', got {stat!r}")
 
+    def ratio_quantiles(self, slower: str, faster: str,
+                        qs: Sequence[float] = (0.1, 0.5, 0.9)) -> tuple[float, ...]:
+        """Quantiles of the per-round ratios ``slower / faster``: their spread.
+
+        Each round timed both methods back to back, so the ratio of one round
+        is paired; its spread over rounds says how far one measurement can be
+        trusted on this machine (nearest-rank quantiles).
+        """
+        for name in (slower, faster):
+            if name not in self.rounds:
+                raise KeyError(f"no timing for {name!r}; have {sorted(self.rounds)}")
+        if not qs or any(isinstance(q, bool) or not isinstance(q, (int, float))
+                         or not 0 <= q <= 1 for q in qs):
+            raise ValueError(f"qs must be numbers in [0, 1], got {qs!r}")
+        ratios = sorted(a / b for a, b in zip(self.rounds[slower], self.rounds[faster]))
+        return tuple(ratios[round(q * (len(ratios) - 1))] for q in qs)
+
 
 def benchmark_backward(shapes: Sequence[Sequence[int]], repeats: int = 41, number: int = 3,
                        methods: Sequence[str] = METHODS,

@@ -15,12 +15,24 @@ from bnlessons._validate import per_channel, reduce_dims, values_per_channel
 from bnlessons.bn_math import gradcheck
 from bnlessons.bn_math import jacobian as bn_jacobian
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
-from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
+from bnlessons.checks.common import (
+    Verdict,
+    call_learner,
+    compare,
+    elementwise_relative_error,
+    gradable,
+    report,
+)
 
 FORWARD_TOL = 1e-10
 BACKWARD_TOL = 1e-8
 SHAPES_2D: tuple[tuple[int, ...], ...] = ((8, 5), (64, 3), (2, 1))
 SHAPES_4D: tuple[tuple[int, ...], ...] = ((4, 3, 5, 5), (2, 6, 3, 4))
+#: The backward checks use batches of at least 8 values per feature: with m = 2 BN's output
+#: is about +-1 whatever x is, dx is rounding noise, and a correct backward can miss a
+#: tolerance of 1e-8.
+BACKWARD_SHAPES: tuple[tuple[int, ...], ...] = ((8, 5), (64, 3), (16, 1))
+MIN_VALUES_PER_FEATURE = 8
 
 
 def _inputs(shape: Sequence[int], seed: int) -> tuple[torch.Tensor, ...]:
@@ -60,6 +72,82 @@ def _scale_hint(got: torch.Tensor, want: torch.Tensor, beta: torch.Tensor,
                  "(x.std(0) and x.var(0) divide by m - 1); Algorithm 1 uses the biased one, "
                  "x.var(0, unbiased=False)")
     return hint
+
+
+def _mismatch(what: str, got: object, want: torch.Tensor, tol: float, note: str) -> str:
+    """Empty if ``got`` matches ``want``; otherwise what is wrong, without the expected value:
+    a numeric mismatch is reported only by its size, so that a message never hands the
+    learner the answer (the hint says which reasoning broke)."""
+    return compare(what, got, want, tol, note, show_expected=False)
+
+
+def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float,
+               outside: bool = False) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over ``dims``; ``outside``: / (sqrt(var) + eps)."""
+    mu = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, unbiased=False, keepdim=True)
+    return (x - mu) / ((var.sqrt() + eps) if outside else (var + eps).sqrt())
+
+
+def _forward_mistakes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                      eps: float) -> dict[str, torch.Tensor]:
+    """Outputs of the usual wrong forward passes, each named by the reasoning it broke."""
+    dims = reduce_dims(x)
+    g, b = per_channel(gamma, x), per_channel(beta, x)
+    xhat = _normalise(x, dims, eps)
+    every = "dimension 0" if x.dim() == 2 else "dimensions 0, 2 and 3"
+    wrong = {
+        "eps belongs under the square root, s = 1 / sqrt(var + eps); added after the root it "
+        "changes every output by a relative amount of the order of eps / std":
+            g * _normalise(x, dims, eps, outside=True) + b,
+        "eps is missing: Algorithm 1 divides by sqrt(var + eps), and leaving it out changes "
+        "every output by a relative amount of the order of eps / var":
+            g * _normalise(x, dims, 0.0) + b,
+        "the learned shift is missing: out = gamma * xhat + beta": g * xhat,
+        "each feature is off by its own factor, the learned scale: out = gamma * xhat + beta":
+            xhat + b,
+        "the statistics are taken over each example's own values (that is layer "
+        f"normalisation); batch norm takes one mean and variance per feature over {every}":
+            g * _normalise(x, tuple(range(1, x.dim())), eps) + b,
+    }
+    if x.dim() == 4:
+        n, c, h, w = x.shape
+        rows = x.reshape(-1, c)  # no permute: a row mixes channels and positions
+        wrong.update({
+            "the statistics are per channel and position, over the images alone; for "
+            "convolutions batch norm shares one mean and variance per channel over the batch "
+            "and every position (dimensions 0, 2 and 3)":
+                g * _normalise(x, (0,), eps) + b,
+            "the statistics are per image and channel (that is instance normalisation); batch "
+            "norm averages over the batch too, dimensions 0, 2 and 3":
+                g * _normalise(x, (2, 3), eps) + b,
+            "x.reshape(-1, C) does not put one channel's values in one column: move the channel "
+            "dimension last first (permute(0, 2, 3, 1)) or reduce over dimensions 0, 2 and 3":
+                (_normalise(rows, (0,), eps) * gamma + beta).reshape(n, c, h, w),
+        })
+    return wrong
+
+
+def _forward_hint(got: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor,
+                  beta: torch.Tensor, eps: float) -> str:
+    """Why the forward output is wrong, from the usual mistakes and then from invariants."""
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape \
+            or not bool(torch.isfinite(got).all()):
+        return ""
+    got = got.double()
+    for reason, output in _forward_mistakes(x, gamma, beta, eps).items():
+        if elementwise_relative_error(got, output) < 1e-7:
+            return f". Hint: {reason}"
+    dims = reduce_dims(x)
+    z = (got - per_channel(beta, x)) / per_channel(gamma, x)
+    var = x.var(dim=dims, unbiased=False)
+    if float(z.mean(dim=dims).abs().max()) > 1e-6:
+        return (". Hint: for every feature, (out - beta) / gamma should average to zero over "
+                "the batch: check the mean you subtract and which dimensions it averages over")
+    if float((z.var(dim=dims, unbiased=False) - var / (var + eps)).abs().max()) > 1e-6:
+        return (". Hint: for every feature, (out - beta) / gamma should have the (biased) "
+                "variance var / (var + eps): check how you divide by the standard deviation")
+    return ""
 
 
 def _first_output(result: object) -> object:
@@ -102,29 +190,103 @@ def check_forward(fn: Callable, shapes: Sequence[Sequence[int]] = SHAPES_2D,
         if isinstance(result, Verdict):
             return result
         got = _first_output(result)
-        problem = compare("out", got, want, tol, note)
+        problem = _mismatch("out", got, want, tol, note)
         if problem:
             hint = _scale_hint(got, want, beta, x) if not problem.startswith(
                 ("out should", "out has")) else ""
+            if not hint:
+                hint = _forward_hint(got, x, gamma, beta, eps)
             return report(Verdict(name, False, problem + hint), verbose)
     shown = ", ".join(str(tuple(s)) for s in shapes)
     return report(Verdict(name, True, f"output matches the reference to elementwise relative error "
                            f"{tol:.0e} for shapes {shown}"), verbose)
 
 
+def _backward_hint(label: str, got: torch.Tensor, dout: torch.Tensor, x: torch.Tensor,
+                   gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> str:
+    """Why a gradient from ``check_backward`` is wrong: the usual mistakes, then invariants."""
+    if not isinstance(got, torch.Tensor) or not bool(torch.isfinite(got).all()):
+        return ""
+    _, cache = reference.forward(x, gamma, beta, eps)
+    dims = reduce_dims(x)
+    m = values_per_channel(x)
+    got = got.double()
+    if label in ("dgamma", "dbeta"):
+        want = (dout * cache.xhat).sum(dim=dims) if label == "dgamma" else dout.sum(dim=dims)
+        if got.shape != want.shape:
+            return ""
+        term = "dout * xhat" if label == "dgamma" else "dout"
+        if elementwise_relative_error(got, want / m) < 1e-7:
+            return f". Hint: {label} sums {term} over the batch; you took the mean"
+        if elementwise_relative_error(got, want * gamma) < 1e-7:
+            return (f". Hint: {label} sums {term} over the batch, without gamma: out depends "
+                    f"on {'gamma through gamma * xhat' if label == 'dgamma' else 'beta alone'}")
+        return ""
+    if got.shape != x.shape:
+        return ""
+    xhat = cache.xhat
+    g = dout * per_channel(gamma, x)
+    want = reference.backward(dout, cache)[0]
+    sum_g = g.sum(dim=dims, keepdim=True)
+    sum_gx = (g * xhat).sum(dim=dims, keepdim=True)
+    s0 = per_channel(1 / cache.var.sqrt(), x)
+    mistakes = {
+        "dx has the wrong sign: check the sign of each of the three terms": -want,
+        "each feature of dx is off by its own factor, gamma: the gradient reaching xhat is "
+        "g = gamma * dout": want / per_channel(gamma, x),
+        "each feature of dx is off by its own factor, gamma: multiply dout by gamma once":
+            want * per_channel(gamma, x),
+        "dx is off by the factor m / (m - 1): m counts the values per feature (N, times H W "
+        "for images), and the batch variance divides by m": want * m / (m - 1),
+        "dx is off by the factor (m - 1) / m: m counts the values per feature (N, times H W "
+        "for images), and the batch variance divides by m": want * (m - 1) / m,
+        "dx is off by a relative amount of the order of eps / var: s = 1 / sqrt(var + eps) "
+        "must include eps, as in the forward pass": s0 / m * (m * g - sum_g - xhat * sum_gx),
+    }
+    for reason, wrong in mistakes.items():
+        if elementwise_relative_error(got, wrong) < 1e-7:
+            return f". Hint: {reason}"
+    scale = float(got.abs().sum(dim=dims).max()) or 1.0
+    if float(got.sum(dim=dims).abs().max()) > 1e-9 * scale:
+        return (". Hint: dx should sum to zero over the batch for every feature (adding the "
+                "same number to every x of a feature changes nothing): the term through the "
+                "mean, -sum(g) / m, is missing or wrong")
+    along = (got * xhat).sum(dim=dims)
+    predicted = (per_channel(cache.inv_std, x) * sum_gx).flatten() * eps / (cache.var + eps)
+    if float((along - predicted).abs().max()) > 1e-9 * float((got * xhat).abs().sum(dim=dims)
+                                                             .max()) + 1e-3 * float(
+            predicted.abs().max()):
+        return (". Hint: dx should be orthogonal to xhat, up to a term of the order of "
+                "eps / var (scaling a feature's centred values changes nothing): the term "
+                "through the variance, -xhat * sum(g * xhat) / m, is missing or wrong")
+    return ""
+
+
+def _check_batch(shapes: Sequence[Sequence[int]], name: str) -> None:
+    for shape in shapes:
+        if values_per_channel(torch.empty(shape, device="meta")) < MIN_VALUES_PER_FEATURE:
+            raise ValueError(f"{name} needs at least {MIN_VALUES_PER_FEATURE} values per "
+                             f"feature, got shape {tuple(shape)}: with fewer, a correct dx is "
+                             "mostly rounding noise")
+
+
 @gradable
 def check_backward(forward_fn: Callable, backward_fn: Callable,
-                   shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
+                   shapes: Sequence[Sequence[int]] = BACKWARD_SHAPES, eps: float = 1e-5,
                    tol: float = BACKWARD_TOL, verbose: bool = True,
                    seed: int = 200) -> Verdict:
     """Check a ``forward(x, gamma, beta, eps) -> (out, cache)`` and
     ``backward(dout, cache) -> (dx, dgamma, dbeta)`` pair.
 
     The upstream gradient ``dout`` is random. Passes if all three gradients
-    match the reference to elementwise relative error ``tol`` for every shape;
-    ``seed`` chooses the random inputs.
+    match the reference to elementwise relative error ``tol`` for every shape
+    (each with at least 8 values per feature); ``seed`` chooses the random
+    inputs. A wrong gradient is named with the reasoning that broke: a known
+    mistake (gamma, the sign, m, eps), or the invariant dx violates (its sum
+    over the batch, its orthogonality to xhat).
     """
     name = "check_backward"
+    _check_batch(shapes, name)
     for i, shape in enumerate(shapes):
         x, gamma, beta, dout = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
@@ -138,9 +300,10 @@ def check_backward(forward_fn: Callable, backward_fn: Callable,
             return report(Verdict(name, False, "your backward must return "
                                    f"(dx, dgamma, dbeta) {note}"), verbose)
         for label, g, w in zip(("dx", "dgamma", "dbeta"), got, want):
-            problem = compare(label, g, w, tol, note)
+            problem = _mismatch(label, g, w, tol, note)
             if problem:
-                return report(Verdict(name, False, problem), verbose)
+                hint = _backward_hint(label, g, dout, x, gamma, beta, eps)
+                return report(Verdict(name, False, problem + hint), verbose)
     shown = ", ".join(str(tuple(s)) for s in shapes)
     return report(Verdict(name, True, f"dx, dgamma and dbeta match the reference to relative "
                            f"error {tol:.0e} for shapes {shown}"), verbose)
@@ -169,7 +332,7 @@ SCALE_QUANTITIES: tuple[str, ...] = ("output", "grad_input", "grad_weight", "eff
 
 @gradable
 def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
-                          shapes: Sequence[Sequence[int]] = SHAPES_2D, eps: float = 1e-5,
+                          shapes: Sequence[Sequence[int]] = BACKWARD_SHAPES, eps: float = 1e-5,
                           tol: float = BACKWARD_TOL, verbose: bool = True,
                           seed: int = 300) -> Verdict:
     """Check a backward pass that returns the gradient at every node of the graph.
@@ -179,9 +342,13 @@ def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
     Each gradient is compared, in the order backpropagation computes them,
     with autograd's gradient at that node (``gradcheck.graph_gradients``); the
     first one that is off is named, with the chain-rule step that produces it.
-    ``seed`` chooses the random inputs.
+    Every shape needs at least 8 values per feature; ``seed`` chooses the
+    random inputs. One mistake no comparison can see: leaving out the path of
+    ``dmu`` through the variance, which is zero in value when mu is the mean
+    of the same x.
     """
     name = "check_staged_backward"
+    _check_batch(shapes, name)
     for i, shape in enumerate(shapes):
         x, gamma, beta, dout = _inputs(shape, seed=seed + i)
         note = f"(input shape {tuple(shape)})"
@@ -199,7 +366,7 @@ def check_staged_backward(forward_fn: Callable, backward_fn: Callable,
             return report(Verdict(name, False, f"your dict has no {', '.join(missing)}: "
                                    f"return all of {', '.join(STAGED_KEYS)}"), verbose)
         for key in STAGED_KEYS:
-            problem = compare(key, got[key], want[_NODE[key]], tol, note)
+            problem = _mismatch(key, got[key], want[_NODE[key]], tol, note)
             if problem:
                 earlier = STAGED_KEYS[:STAGED_KEYS.index(key)]
                 so_far = f" ({', '.join(earlier)} are right)" if earlier else ""
@@ -219,16 +386,30 @@ def _turn(w: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
     return torch.atan2(across, along)
 
 
-def _dx_three_ways(forward_fn: Callable, backward_fn: Callable, x: torch.Tensor,
-                   gamma: torch.Tensor, beta: torch.Tensor,
-                   dout: torch.Tensor) -> tuple[object, object, object]:
-    """The learner's dx for ``dout``, for ``dout`` with eps = 0, and for ``dout = ones``."""
+def _variance_eps_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` centred and rescaled so that every feature's batch variance is exactly 1e-5."""
+    dims = reduce_dims(x)
+    centred = x - x.mean(dim=dims, keepdim=True)
+    return centred / centred.pow(2).mean(dim=dims, keepdim=True).sqrt() * 1e-5 ** 0.5
+
+
+def _dx_five_ways(forward_fn: Callable, backward_fn: Callable, x: torch.Tensor,
+                  gamma: torch.Tensor, beta: torch.Tensor,
+                  dout: torch.Tensor) -> tuple[object, ...]:
+    """The learner's dx for ``dout``; with eps = 0; for ``dout = ones``; with gamma
+    doubled; and for an input whose every feature has batch variance exactly eps (where
+    s differs from 1 / std by sqrt(2))."""
+    tiny = _variance_eps_input(x)
     _, cache = forward_fn(x.clone(), gamma.clone(), beta.clone(), 1e-5)
     dx = backward_fn(dout.clone(), cache)[0]
     _, cache0 = forward_fn(x.clone(), gamma.clone(), beta.clone(), 0.0)
     dx0 = backward_fn(dout.clone(), cache0)[0]
     dx_ones = backward_fn(torch.ones_like(dout), cache)[0]
-    return dx, dx0, dx_ones
+    _, cache2 = forward_fn(x.clone(), 2 * gamma, beta.clone(), 1e-5)
+    dx2 = backward_fn(dout.clone(), cache2)[0]
+    _, cache_tiny = forward_fn(tiny.clone(), gamma.clone(), beta.clone(), 1e-5)
+    dx_tiny = backward_fn(dout.clone(), cache_tiny)[0]
+    return dx, dx0, dx_ones, dx2, dx_tiny
 
 
 def _column_ratio(values: torch.Tensor, dims: tuple[int, ...]) -> float:
@@ -243,11 +424,17 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
                         shapes: Sequence[Sequence[int]] = PROPERTY_SHAPES,
                         tol: float = PROPERTY_TOL, verbose: bool = True,
                         seed: int = 400) -> Verdict:
-    """Check three facts about BN's input gradient on a learner's backward pass.
+    """Check five facts about BN's input gradient on a learner's backward pass.
 
     1. ``dx`` sums to zero over the batch, for each feature;
     2. with ``eps = 0``, ``dx`` is orthogonal to ``xhat``, feature by feature;
-    3. for ``dout = ones`` (the loss ``sum(out)``) ``dx`` is zero everywhere.
+    3. for ``dout = ones`` (the loss ``sum(out)``) ``dx`` is zero everywhere;
+    4. ``dx`` is linear in gamma: doubling gamma doubles it;
+    5. with ``eps > 0``, ``sum_i dx_i xhat_i`` is not zero but exactly
+       ``s * sum(g * xhat) * eps / (var + eps)`` (02/02 derives it);
+    6. per feature, ``|dx| <= |gamma| s |dout|`` (BN's Jacobian is ``gamma s``
+       times a projection), tested where the batch variance equals eps, so
+       that a backward that leaves eps out of s breaks it.
 
     "Zero" means: at most ``tol`` times the size of the terms that cancel.
     Every shape needs a batch of at least 8 values per feature (see
@@ -262,12 +449,13 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
     for shape, (x, gamma, beta, dout) in zip(shapes, cases):
         note = f"(input shape {tuple(shape)})"
         dims = reduce_dims(x)
-        result = call_learner(name, _dx_three_ways, forward_fn, backward_fn, x, gamma, beta,
+        result = call_learner(name, _dx_five_ways, forward_fn, backward_fn, x, gamma, beta,
                               dout, verbose=verbose, who="your code", note=note)
         if isinstance(result, Verdict):
             return result
-        dx, dx0, dx_ones = result
-        for label, got in (("dx", dx), ("dx (eps = 0)", dx0), ("dx (dout = ones)", dx_ones)):
+        dx, dx0, dx_ones, dx2, dx_tiny = result
+        for label, got in (("dx", dx), ("dx (eps = 0)", dx0), ("dx (dout = ones)", dx_ones),
+                           ("dx (gamma doubled)", dx2), ("dx (variance eps)", dx_tiny)):
             if not isinstance(got, torch.Tensor) or got.shape != x.shape:
                 shape_got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)
                 return report(Verdict(name, False, f"{label} should be a tensor of shape "
@@ -284,8 +472,33 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
         if float(dx_ones.abs().max()) > tol * scale:
             return report(Verdict(name, False, f"with dout = ones, dx should vanish but it does "
                                    f"not {note}"), verbose)
+        if float((dx2 - 2 * dx).abs().max()) > 1e-8 * scale:
+            return report(Verdict(name, False, f"dx does not double when gamma doubles {note}: "
+                                   "the gradient reaching xhat is g = gamma * dout, and every "
+                                   "term of dx is linear in g"), verbose)
+        _, ref = reference.forward(x, gamma, beta, 1e-5)
+        g = dout * per_channel(gamma, x)
+        predicted = (ref.inv_std * (g * ref.xhat).sum(dim=dims) * 1e-5 / (ref.var + 1e-5))
+        along = (dx * ref.xhat).sum(dim=dims)
+        cancel = float((dx * ref.xhat).abs().sum(dim=dims).max())
+        if float((along - predicted).abs().max()) > (tol * cancel
+                                                     + 1e-3 * float(predicted.abs().max())):
+            return report(Verdict(name, False, f"with eps > 0, sum_i dx_i xhat_i should be "
+                                   f"s * sum(g * xhat) * eps / (var + eps), and it is not "
+                                   f"{note}: check the term through the variance and where eps "
+                                   "goes"), verbose)
+        tiny = _variance_eps_input(x)
+        s_tiny = 1 / (tiny.var(dim=dims, unbiased=False) + 1e-5).sqrt()
+        bound = gamma.abs() * s_tiny * dout.pow(2).sum(dim=dims).sqrt()
+        if bool((dx_tiny.pow(2).sum(dim=dims).sqrt() > bound * (1 + 1e-9)).any()):
+            return report(Verdict(name, False, f"where a feature's batch variance is as small as "
+                                   f"eps, |dx| exceeds |gamma| s |dout| {note}, the most BN's "
+                                   "Jacobian (gamma s times a projection) allows: "
+                                   "s = 1 / sqrt(var + eps) must include eps, as in the forward "
+                                   "pass"), verbose)
     return report(Verdict(name, True, "dx sums to zero over the batch, is orthogonal to xhat "
-                           "when eps = 0, and vanishes for dout = ones (each to within "
+                           "when eps = 0 (and off it by the eps term when eps > 0), vanishes "
+                           "for dout = ones and doubles with gamma (each to within "
                            f"{tol:.0e} of the terms that cancel)"), verbose)
 
 
@@ -331,10 +544,31 @@ def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: floa
             return report(Verdict(name, False, f"answers[{key!r}] must be a number, got "
                                    f"{type(value).__name__}"), verbose)
         if abs(value - measured[key]) > rtol * abs(measured[key]):
-            return report(Verdict(name, False, f"{key}: you said {value:.6g}, but with a = {a:g} "
-                                   f"the measured factor is {measured[key]:.6g}"), verbose)
+            reason = _scale_reason(key, value, measured[key], a)
+            return report(Verdict(name, False, f"{key}: not the factor measured with "
+                                   f"a = {a:g}. Hint: {reason}"), verbose)
     return report(Verdict(name, True, f"all four factors match the ones measured with a = {a:g} "
                            f"(relative tolerance {rtol:.0e})"), verbose)
+
+
+_SCALE_REASONS = {
+    "output": "BN subtracts the batch mean and divides by the batch standard deviation; what "
+              "do both do to a positive factor on their input?",
+    "grad_input": "the function of u is the same for every a > 0; so is its derivative",
+    "grad_weight": "L(a W) = L(W) for every a > 0: differentiate both sides with respect to W "
+                   "and compare the gradient at a W with the one at W",
+    "effective_lr": "the direction of a row turns by about lr |g| / |w|; how do |g| and |w| "
+                    "each change with a?",
+}
+
+
+def _scale_reason(key: str, value: float, measured: float, a: float) -> str:
+    """A hint for a wrong scale factor that does not give the factor away."""
+    reason = _SCALE_REASONS[key]
+    if measured != 0 and abs(value * measured - 1) < 1e-6 and abs(measured - 1) > 1e-6:
+        return f"you have the reciprocal of the factor: larger weights give smaller, not " \
+               f"larger, {'gradients' if key == 'grad_weight' else 'effective rates'}. {reason}"
+    return reason
 
 
 JACOBIAN_SIZES: tuple[int, ...] = (4, 9, 16)
@@ -360,6 +594,12 @@ def _jacobian_hint(got: torch.Tensor, x: torch.Tensor, gamma: float, eps: float)
         "use the biased batch variance (divide by m), as Algorithm 1 does":
             gamma / torch.sqrt(unbiased) * (eye - ones - torch.outer(centred, centred)
                                             / unbiased / m),
+        "the factor gamma is missing: y = gamma * xhat + beta, so every entry of dy/dx carries "
+        "gamma": s * (eye - ones - torch.outer(xhat, xhat) / m),
+        "the factor s = 1 / sqrt(var + eps) is missing: xhat = s (x - mu), so every entry of "
+        "dxhat/dx carries s": gamma * (eye - ones - torch.outer(xhat, xhat) / m),
+        "the factor gamma * s is missing: the bracket alone is dxhat/dx divided by s, and y "
+        "scales xhat by gamma": eye - ones - torch.outer(xhat, xhat) / m,
     }
     for hint, matrix in wrong.items():
         if gradcheck.relative_error(got, matrix) < 1e-8:
@@ -424,10 +664,12 @@ def _update_ratio_case(seed: int) -> tuple[nn.Module, nn.Module, dict[str, float
                 module.bias.copy_(torch.randn(module.bias.shape, generator=g, dtype=torch.float64))
     after = copy.deepcopy(before)
     want = {}
+    linears = [name for name, module in after.named_modules() if isinstance(module, nn.Linear)]
     with torch.no_grad():
-        for i, (name, module) in enumerate(after.named_modules()):
+        for name, module in after.named_modules():
             if isinstance(module, nn.Linear):
-                factor = 10.0 ** -(i % 3 + 1)  # a known relative change per layer
+                # a known relative change per layer, a different one for each
+                factor = 10.0 ** -(linears.index(name) + 1)
                 step = torch.randn(module.weight.shape, generator=g, dtype=torch.float64)
                 step *= factor * module.weight.norm() / step.norm()
                 module.weight.add_(step)
@@ -435,6 +677,35 @@ def _update_ratio_case(seed: int) -> tuple[nn.Module, nn.Module, dict[str, float
                 want[name] = factor
         after[1].running_mean.add_(5.0)  # nor are buffers
     return before, after, want
+
+
+def _update_ratio_hint(number: float, old: nn.Linear, new: nn.Linear,
+                       want: Mapping[str, float], got: Mapping[str, object],
+                       layer: str) -> str:
+    """Name the near miss: another norm, the wrong denominator, biases, swapped layers."""
+    w0, w1 = old.weight.detach(), new.weight.detach()
+    step = w1 - w0
+    rows = (step.norm(dim=1) / w0.norm(dim=1))
+    near = {
+        "the biases were included: the ratio is over the weight matrix alone":
+            float(torch.cat([step.flatten(), (new.bias - old.bias).detach()]).norm()
+                  / torch.cat([w0.flatten(), old.bias.detach()]).norm()),
+        "divide by the weights before the step, |W_before|, not after":
+            float(step.norm() / w1.norm()),
+        "a ratio of standard deviations is not a ratio of norms: the weights' mean counts "
+        "too (use the Frobenius norm, .norm())": float(step.std() / w0.std()),
+        "this is a mean over rows; the ratio is one number per matrix, the Frobenius norm of "
+        "the change over that of the weights": float(rows.mean()),
+        "this is a root mean square over rows; the ratio is one number per matrix, the "
+        "Frobenius norm of the change over that of the weights": float(rows.pow(2).mean().sqrt()),
+    }
+    for reason, value in near.items():
+        if abs(number - value) <= 1e-6 * abs(value):
+            return f". Hint: {reason}"
+    for other, value in want.items():
+        if other != layer and abs(number - value) <= 1e-6 * value:
+            return ". Hint: this is another layer's ratio: key each ratio by its own layer's name"
+    return ""
 
 
 @gradable
@@ -469,9 +740,9 @@ def check_update_ratio(fn: Callable, tol: float = 1e-9, verbose: bool = True,
             return report(Verdict(name, False, f"the ratio for {layer!r} should be a number, got "
                                    f"{type(got[layer]).__name__}"), verbose)
         if not abs(number - value) <= tol * value:
-            hint = (" (the biases were included: use only .weight)"
-                    if number > 2 * value else "")
-            return report(Verdict(name, False, f"layer {layer!r}: got {number:.6g}, expected "
-                                   f"{value:.6g}{hint}"), verbose)
+            hint = _update_ratio_hint(number, before.get_submodule(layer),
+                                      after.get_submodule(layer), want, got, layer)
+            return report(Verdict(name, False, f"layer {layer!r}: not the relative change of its "
+                                   f"weight{hint}"), verbose)
     return report(Verdict(name, True, f"all {len(want)} ratios match to relative error {tol:.0e}; "
                            "biases and buffers left out"), verbose)

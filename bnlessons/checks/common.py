@@ -62,8 +62,13 @@ def _worst_index(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape))
 
 
-def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: str) -> str:
-    """Empty string if ``got`` matches ``want``; otherwise what is wrong."""
+def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: str,
+            show_expected: bool = True) -> str:
+    """Empty string if ``got`` matches ``want``; otherwise what is wrong.
+
+    A numeric mismatch names the worst entry, with the expected value there unless
+    ``show_expected`` is False (for checks whose hints must not hand over the answer).
+    """
     if not isinstance(got, torch.Tensor):
         return f"{what} should be a torch.Tensor, got {type(got).__name__} {shape_note}"
     if got.shape != want.shape:
@@ -77,8 +82,9 @@ def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: 
     if err > tol:
         idx = _worst_index(got, want)
         return (f"{what} is off by elementwise relative error {err:.2e} (threshold {tol:.0e}) "
-                f"{shape_note}; "
-                f"worst at index {idx}: got {float(got[idx]):.6g}, expected {float(want[idx]):.6g}")
+                f"{shape_note}; worst at index {idx}"
+                + (f": got {float(got[idx]):.6g}, expected {float(want[idx]):.6g}"
+                   if show_expected else ""))
     return ""
 
 

@@ -94,7 +94,10 @@ def test_scale_answers():
     assert checks.check_scale_answers({**right, "grad_weight": 0.1, "effective_lr": 0.01},
                                       a=10.0, verbose=False)
     v = checks.check_scale_answers({**right, "grad_weight": 4.0}, verbose=False)
-    assert not v and v.message.startswith("grad_weight") and "0.25" in v.message
+    assert not v and v.message.startswith("grad_weight") and "reciprocal" in v.message
+    assert "0.25" not in v.message  # the hint never gives the factor away
+    v = checks.check_scale_answers({**right, "grad_weight": 0.5}, verbose=False)
+    assert not v and "differentiate" in v.message and "0.25" not in v.message
     v = checks.check_scale_answers({"output": 1.0}, verbose=False)
     assert "has no" in v.message
     v = checks.check_scale_answers({**right, "output": "one"}, verbose=False)
@@ -150,6 +153,123 @@ def test_scale_answers_measure_the_effective_learning_rate():
     right = {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16}
     assert checks.check_scale_answers(right, verbose=False)
     v = checks.check_scale_answers({**right, "effective_lr": 0.25}, verbose=False)
-    assert not v and "0.0625" in v.message
+    assert not v and "0.0625" not in v.message and "|g| and |w|" in v.message
     half = {"output": 1.0, "grad_input": 1.0, "grad_weight": 2.0, "effective_lr": 4.0}
     assert checks.check_scale_answers(half, a=0.5, verbose=False)
+
+
+def _bn(x, dims, eps, outside=False):
+    mu = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, unbiased=False, keepdim=True)
+    return (x - mu) / ((var.sqrt() + eps) if outside else (var + eps).sqrt())
+
+
+def _c(v, x):
+    return v.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+WRONG_FORWARDS = {
+    "under the square root": lambda x, g, b, e: _c(g, x) * _bn(x, (0,), e, outside=True) + _c(b, x),
+    "eps is missing": lambda x, g, b, e: _c(g, x) * _bn(x, (0,), 0.0) + _c(b, x),
+    "learned shift": lambda x, g, b, e: _c(g, x) * _bn(x, (0,), e),
+    "learned scale": lambda x, g, b, e: _bn(x, (0,), e) + _c(b, x),
+    "layer normalisation": lambda x, g, b, e: _c(g, x) * _bn(x, (1,), e) + _c(b, x),
+}
+WRONG_FORWARDS_4D = {
+    "per channel and position": lambda x, g, b, e: _c(g, x) * _bn(x, (0,), e) + _c(b, x),
+    "instance normalisation": lambda x, g, b, e: _c(g, x) * _bn(x, (2, 3), e) + _c(b, x),
+    "permute": lambda x, g, b, e: (_bn(x.reshape(-1, x.shape[1]), (0,), e) * g + b).reshape(
+        x.shape),
+    "layer normalisation": lambda x, g, b, e: _c(g, x) * _bn(x, (1, 2, 3), e) + _c(b, x),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(WRONG_FORWARDS))
+def test_check_forward_names_each_usual_mistake_without_the_answer(reason):
+    v = checks.check_forward(WRONG_FORWARDS[reason], verbose=False)
+    assert not v and reason in v.message, v.message
+    assert "expected" not in v.message and "got" not in v.message
+
+
+@pytest.mark.parametrize("reason", sorted(WRONG_FORWARDS_4D))
+def test_check_forward_names_each_usual_4d_mistake(reason):
+    v = checks.check_forward(WRONG_FORWARDS_4D[reason], shapes=checks.SHAPES_4D, verbose=False)
+    assert not v and reason in v.message, v.message
+
+
+def test_check_forward_falls_back_on_invariants():
+    def shifted(x, gamma, beta, eps):  # no known mistake: the mean invariant names it
+        return reference.forward(x, gamma, beta, eps)[0] + 0.1 * gamma
+
+    v = checks.check_forward(shifted, verbose=False)
+    assert not v and "average to zero" in v.message
+
+
+def _compact(dout, cache, gamma_factor=True, eps_in_s=True, mean_term=True, var_term=True,
+             sign=1.0, m_shift=0):
+    g = dout * cache.gamma if gamma_factor else dout
+    m = dout.shape[0] + m_shift
+    s = cache.inv_std if eps_in_s else 1 / cache.var.sqrt()
+    inner = dout.shape[0] * g
+    if mean_term:
+        inner = inner - g.sum(0)
+    if var_term:
+        inner = inner - cache.xhat * (g * cache.xhat).sum(0)
+    dx = sign * s / m * inner
+    return dx, (dout * cache.xhat).sum(0), dout.sum(0)
+
+
+WRONG_BACKWARDS = {
+    "through the variance": dict(var_term=False),
+    "through the mean": dict(mean_term=False),
+    "m / (m - 1)": dict(m_shift=-1),
+    "gamma * dout": dict(gamma_factor=False),
+    "wrong sign": dict(sign=-1.0),
+    "must include eps": dict(eps_in_s=False),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(WRONG_BACKWARDS))
+def test_check_backward_names_each_usual_mistake(reason):
+    def wrong(dout, cache):
+        return _compact(dout, cache, **WRONG_BACKWARDS[reason])
+
+    v = checks.check_backward(reference.forward, wrong, verbose=False)
+    assert not v and reason in v.message, v.message
+    assert "expected" not in v.message
+
+
+def test_check_backward_names_wrong_parameter_gradients():
+    def mean_not_sum(dout, cache):
+        dx, dgamma, dbeta = reference.backward(dout, cache)
+        return dx, dgamma, dout.mean(0)
+
+    v = checks.check_backward(reference.forward, mean_not_sum, verbose=False)
+    assert not v and v.message.startswith("dbeta") and "the mean" in v.message
+
+    def gamma_in_dgamma(dout, cache):
+        dx, dgamma, dbeta = reference.backward(dout, cache)
+        return dx, dgamma * cache.gamma, dbeta
+
+    v = checks.check_backward(reference.forward, gamma_in_dgamma, verbose=False)
+    assert not v and v.message.startswith("dgamma") and "without gamma" in v.message
+
+
+def test_check_backward_passes_correct_code_on_many_seeds_and_refuses_tiny_batches():
+    failures = [seed for seed in range(0, 2000, 40)
+                if not checks.check_backward(reference.forward, _compact, verbose=False,
+                                             seed=seed)]
+    assert failures == []
+    for check in (checks.check_backward, checks.check_staged_backward):
+        with pytest.raises(ValueError, match="at least 8"):
+            check(reference.forward, _compact, shapes=[(2, 1)])
+
+
+def test_dx_properties_catch_gamma_and_eps_mistakes():
+    v = checks.check_dx_properties(
+        reference.forward, lambda d, c: _compact(d, c, gamma_factor=False), verbose=False)
+    assert not v and "gamma doubles" in v.message
+    v = checks.check_dx_properties(
+        reference.forward, lambda d, c: _compact(d, c, eps_in_s=False), verbose=False)
+    assert not v and "must include eps" in v.message
+    assert checks.check_dx_properties(reference.forward, _compact, verbose=False)

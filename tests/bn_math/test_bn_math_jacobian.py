@@ -199,3 +199,44 @@ def test_check_update_ratio():
 
     assert "changed the model" in checks.check_update_ratio(mutates, verbose=False).message
     assert checks.check_update_ratio(..., verbose=False).todo
+
+
+def _linear_pairs(before, after):
+    return [(name, b, a) for (name, b), (_, a) in zip(before.named_modules(),
+                                                      after.named_modules())
+            if isinstance(b, torch.nn.Linear)]
+
+
+def test_check_update_ratio_names_the_near_misses_without_the_answer():
+    def std_ratio(before, after):
+        return {n: float((a.weight - b.weight).detach().std() / b.weight.detach().std())
+                for n, b, a in _linear_pairs(before, after)}
+
+    def after_step(before, after):
+        return {n: float((a.weight - b.weight).detach().norm() / a.weight.detach().norm())
+                for n, b, a in _linear_pairs(before, after)}
+
+    def swapped(before, after):
+        right = _ratio(before, after)
+        names = list(right)
+        return {names[0]: right[names[1]], names[1]: right[names[0]], names[2]: right[names[2]]}
+
+    for fn, words in ((std_ratio, "standard deviations"), (after_step, "before the step"),
+                      (swapped, "another layer's")):
+        wrong = checks.check_update_ratio(fn, verbose=False)
+        assert not wrong.passed and words in wrong.message, wrong.message
+        assert "expected" not in wrong.message
+
+
+def test_check_bn_jacobian_names_a_missing_gamma_or_s():
+    def without_gamma(x, gamma, eps):
+        return jb.bn_jacobian(x, 1.0, eps)
+
+    def without_gamma_s(x, gamma, eps):
+        s = 1 / torch.sqrt(x.var(unbiased=False) + eps)
+        return jb.bn_jacobian(x, 1.0, eps) / s
+
+    for fn, words in ((without_gamma, "factor gamma is missing"),
+                      (without_gamma_s, "sqrt(var + eps) is missing")):
+        wrong = checks.check_bn_jacobian(fn, verbose=False)
+        assert not wrong.passed and words in wrong.message, wrong.message

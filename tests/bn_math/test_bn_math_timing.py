@@ -64,6 +64,18 @@ def test_timing_ratio_uses_paired_rounds():
     assert row.seconds == {"a": 4.0, "b": 4.0} and row.best == {"a": 3.0, "b": 1.0}
 
 
+def test_ratio_quantiles_are_the_spread_of_paired_ratios():
+    row = timing.Timing((4, 2), {"a": (2.0, 3.0, 8.0, 4.0, 10.0), "b": (1.0, 1.0, 2.0, 2.0, 2.0)})
+    # per-round ratios 2, 3, 4, 2, 5 -> sorted 2, 2, 3, 4, 5
+    assert row.ratio_quantiles("a", "b") == (2.0, 3.0, 5.0)
+    assert row.ratio_quantiles("a", "b", qs=(0.0, 1.0)) == (2.0, 5.0)
+    assert row.ratio_quantiles("a", "b", qs=(0.5,))[0] == row.ratio("a", "b")
+    with pytest.raises(KeyError, match="c"):
+        row.ratio_quantiles("c", "b")
+    with pytest.raises(ValueError, match="qs"):
+        row.ratio_quantiles("a", "b", qs=(1.5,))
+
+
 def test_benchmark_bad_input():
     with pytest.raises(ValueError, match="methods must be"):
         timing.benchmark_backward([(4, 2)], methods=("compact", "numpy"))

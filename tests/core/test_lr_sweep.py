@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 
 from bnlessons import lr_sweep
 from bnlessons.models import MLP
@@ -82,3 +83,30 @@ def test_lr_sweep_bad_input():
         lr_sweep.lr_sweep(build, data, (0.1,), 5, 0, "0.5")
 
 
+def test_lr_sweep_passes_rates_hooks_and_scores():
+    data = gaussian_classes(300, 100, features=6)
+    seen = []
+
+    def build():
+        return MLP(6, 2, width=16, depth=1)
+
+    def score(model):
+        seen.append(model)
+        return 0.5
+
+    calls = []
+    sw = lr_sweep.lr_sweep(build, data, (0.01, 0.1), steps=5, seed=3, threshold=0.5,
+                           batch_size=32, stop_after=None, param_lrs={"head.weight": 0.02},
+                           after_step=lambda m, step: calls.append(step), score=score)
+    assert sw.scores == (0.5, 0.5) and len(seen) == 2
+    assert calls == [1, 2, 3, 4, 5] * 2
+    # the head at its own fixed rate: the same head after every swept rate's first step
+    heads = []
+    for lr in (0.01, 0.1):
+        sweep = lr_sweep.lr_sweep(build, data, (lr,), steps=1, seed=3, threshold=0.5,
+                                  batch_size=32, param_lrs={"head.weight": 0.02},
+                                  score=lambda m: heads.append(m.head.weight.detach()) or 0.0)
+        assert not sweep.diverged[0]
+    assert torch.equal(heads[0], heads[1])
+    with pytest.raises(TypeError, match="score"):
+        lr_sweep.lr_sweep(build, data, (0.1,), steps=1, seed=0, threshold=0.5, score=0.5)

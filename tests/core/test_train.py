@@ -127,3 +127,66 @@ def test_history_trained_is_finite_loss_and_accuracy():
     assert not History().trained(0.0)  # never evaluated: NaN accuracy
     with pytest.raises(ValueError, match="min_accuracy"):
         ok.trained(80)
+
+
+def test_lr_schedule_scales_each_update_and_validates():
+    d = tiny_data()
+
+    def final_weights(lr, schedule):
+        torch.manual_seed(1)
+        net = models.MLP(6, 2, width=4, depth=1)
+        train.train(net, d, steps=4, lr=lr, lr_schedule=schedule, progress=False)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    # a constant factor is the same as a smaller rate; a zero factor freezes the model
+    assert torch.allclose(final_weights(0.2, lambda step: 0.5), final_weights(0.1, None),
+                          rtol=1e-6, atol=1e-7)
+    torch.manual_seed(1)
+    start = torch.cat([p.detach().flatten() for p in models.MLP(6, 2, width=4, depth=1)
+                       .parameters()])
+    assert torch.equal(final_weights(0.1, lambda step: 0.0), start)
+    # the factor follows the step: only the first update is taken
+    assert torch.equal(final_weights(0.1, lambda step: 1.0 if step == 1 else 0.0),
+                       final_weights(0.1, None)) is False
+    seen = []
+    final_weights(0.1, lambda step: seen.append(step) or 1.0)
+    assert seen == [1, 2, 3, 4]
+    with pytest.raises(TypeError, match="lr_schedule"):
+        train.train(models.MLP(6, 2, width=4, depth=1), d, steps=1, lr=0.1, lr_schedule=0.5,
+                    progress=False)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.train(models.MLP(6, 2, width=4, depth=1), d, steps=1, lr=0.1,
+                    lr_schedule=lambda step: -1.0, progress=False)
+
+
+def test_param_lrs_give_named_parameters_their_own_rate():
+    d = tiny_data()
+    torch.manual_seed(1)
+    model = models.MLP(6, 2, width=4, depth=1)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen = []
+
+    def after(m, step):
+        assert not torch.is_grad_enabled()
+        seen.append(step)
+
+    # plain SGD, one step: each parameter moves by its own rate times its gradient
+    h = train.train(model, d, steps=1, lr=0.1, param_lrs={"head.weight": 0.4},
+                    after_step=after, progress=False)
+    assert seen == [1] and not h.diverged
+    torch.manual_seed(1)
+    twin = models.MLP(6, 2, width=4, depth=1)
+    train.train(twin, d, steps=1, lr=0.1, progress=False)
+    for name, p in model.named_parameters():
+        moved = p.detach() - start[name]
+        moved_twin = dict(twin.named_parameters())[name].detach() - start[name]
+        factor = 4.0 if name == "head.weight" else 1.0
+        assert torch.allclose(moved, factor * moved_twin, rtol=1e-5, atol=1e-8), name
+    with pytest.raises(ValueError, match="names no parameter"):
+        train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs={"head.wieght": 0.1})
+    with pytest.raises(ValueError, match="positive"):
+        train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs={"head.weight": -1.0})
+    with pytest.raises(TypeError, match="param_lrs"):
+        train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs=[("head.weight", 0.1)])
+    with pytest.raises(TypeError, match="after_step"):
+        train.train(model, d, steps=1, lr=0.1, after_step="renormalise", progress=False)

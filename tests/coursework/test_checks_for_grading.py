@@ -60,7 +60,7 @@ def test_a_wrong_answer_is_still_a_failure():
 
 def test_other_inputs_pass_a_correct_solution_and_change_what_is_checked():
     assert checks.check_forward(forward_by_pytorch, shapes=((5, 7),), seed=3, verbose=False)
-    assert checks.check_backward(forward_by_pytorch, backward_by_autograd, shapes=((6, 2),),
+    assert checks.check_backward(forward_by_pytorch, backward_by_autograd, shapes=((8, 2),),
                                  seed=9, verbose=False)
     assert checks.check_variance_prediction(variance_prediction, cases=(("linear", 3, 0.5),),
                                             verbose=False)
