@@ -101,3 +101,73 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
         failures = 0 if trained[-1] else failures + 1
     return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold),
                  tuple(trained))
+
+
+@dataclass(frozen=True)
+class RateSearch:
+    """What ``best_rate`` tried: each rate's score and result, and the best rate."""
+
+    grid: tuple[float, ...]
+    scores: dict[float, float]  # only the rates that were run, in the order they were run
+    results: dict[float, object]
+    best: float
+
+    @property
+    def bracketed(self) -> bool:
+        """True when the best rate has a worse rate on the grid on both sides (it is neither
+        the smallest nor the largest rate of the grid)."""
+        i = self.grid.index(self.best)
+        return 0 < i < len(self.grid) - 1
+
+    @property
+    def best_result(self) -> object:
+        return self.results[self.best]
+
+
+def best_rate(run: Callable[[float], object], grid: Sequence[float],
+              score: Callable[[object], float], start: float) -> RateSearch:
+    """Walk a grid of learning rates from ``start`` to the rate with the highest score.
+
+    ``run(lr)`` trains (or measures) with one rate and returns anything;
+    ``score(result)`` turns that into a number, higher is better (NaN counts as
+    worst). Starting at ``start``, the walk runs the next larger rate; while
+    that is better it keeps going up, otherwise it goes down from ``start``
+    the same way. It stops at the first rate that is not better than the
+    best so far, or at the end of the grid. So the best rate has been
+    compared with both of its neighbours on the grid (``RateSearch.bracketed``
+    says whether it has two), without running every rate: the walk finds the
+    best rate when the score, along the grid, rises to one peak and falls.
+    """
+    if isinstance(run, nn.Module) or not callable(run):
+        raise TypeError(f"run must be callable as run(lr), got {type(run).__name__}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(result), got {type(score).__name__}")
+    grid = tuple(float(lr) for lr in grid)
+    if len(grid) < 2 or any(not lr > 0 for lr in grid) or list(grid) != sorted(set(grid)):
+        raise ValueError(f"grid must hold two or more positive, increasing rates, got {grid}")
+    if isinstance(start, bool) or not isinstance(start, (int, float)):
+        raise TypeError(f"start must be a number, got {type(start).__name__}")
+    matches = [i for i, lr in enumerate(grid) if math.isclose(lr, start, rel_tol=1e-9)]
+    if not matches:
+        raise ValueError(f"start={start!r} is not a rate of the grid {grid}")
+    scores: dict[float, float] = {}
+    results: dict[float, object] = {}
+
+    def value(i: int) -> float:
+        lr = grid[i]
+        if lr not in scores:
+            results[lr] = run(lr)
+            s = float(score(results[lr]))
+            scores[lr] = -math.inf if math.isnan(s) else s
+        return scores[lr]
+
+    best = matches[0]
+    value(best)
+    for step in (1, -1):
+        moved = False
+        while 0 <= best + step < len(grid) and value(best + step) > value(best):
+            best += step
+            moved = True
+        if moved:
+            break
+    return RateSearch(grid, scores, results, grid[best])
