@@ -102,7 +102,7 @@ def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
         problem = _saturation_problem(z, threshold, got, want, tol)
         if problem:
             return report(Verdict(name, False, f"{problem} {note}"), verbose)
-    return report(Verdict(name, True, f"fraction and mean slope match to {tol:.0e} for "
+    return report(Verdict(name, True, f"both match to {tol:.0e} on "
                            f"{len(SATURATION_CASES)} input distributions"), verbose)
 
 
@@ -171,8 +171,8 @@ def check_percentile_probe(fn: Callable, tol: float = PROBE_TOL,
                 return fail(f"percentiles are off by up to {err:.3g} {note}; use the 15th, "
                             "50th and 85th of the module's input over the batch (dimension "
                             "0) with linear interpolation (torch.quantile's default)")
-    return report(Verdict(name, True, f"15th/50th/85th percentiles match to {tol:.0e} in eval "
-                           "mode; mode and running statistics are left alone"), verbose)
+    return report(Verdict(name, True, f"match to {tol:.0e}; model left as found"),
+                  verbose)
 
 
 def _noise_input(units: int, rows: int) -> torch.Tensor:
@@ -270,6 +270,5 @@ def check_noise_layer(make_layer: Callable[[], nn.Module], verbose: bool = True,
     if eval_err > 1e-12:
         return fail(f"in eval mode the layer should apply its expected transform "
                     f"{sigma_mid} * a; it is off by up to {eval_err:.3g}")
-    return report(Verdict(name, True, "shifts, scales and their per-sample jitter have the "
-                           "right ranges and spreads, are drawn afresh each call, pass "
-                           "gradients, and eval mode applies the expected transform"), verbose)
+    return report(Verdict(name, True, "ranges, spreads, fresh draws, gradients, "
+                           "eval mode"), verbose)
