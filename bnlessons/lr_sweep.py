@@ -11,6 +11,15 @@ above the limit are usually hopeless, so the sweep can stop after
 sweep, ``after_step`` runs after each update (both as in ``train.train``),
 and ``score(model)`` adds one more number per trained model (say, accuracy
 with batch statistics) to ``Sweep.scores``.
+
+``tune_rate`` gives each arm of a comparison its own best rate from one grid:
+it calls ``score(lr)`` for the rates in ascending order (a validation
+accuracy, say, or a final training loss) and keeps the best. A score that is
+not finite (a diverged run) counts as the worst. With ``patience=k`` it stops
+after ``k`` rates in a row worse than the best so far: the rates above are
+skipped. ``Tuned.bracketed`` says whether a rate below the best and a rate
+above it were tried and scored worse, so that the best is not an artefact of
+where the grid ends.
 """
 from __future__ import annotations
 
@@ -117,3 +126,57 @@ def lr_sweep(build_model: Callable[[], nn.Module], data: Dataset, lrs: Sequence[
         failures = 0 if trained[-1] else failures + 1
     return Sweep(lrs, tuple(accs), tuple(diverged), tuple(skipped), float(threshold),
                  tuple(trained), tuple(scores))
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The rates tried (ascending), their scores, and the best rate."""
+
+    lrs: tuple[float, ...]
+    scores: tuple[float, ...]
+    best: float
+    maximise: bool
+    skipped: tuple[float, ...]  # rates of the grid above the last one tried
+
+    def bracketed(self) -> bool:
+        """A rate below the best and a rate above it were tried."""
+        i = self.lrs.index(self.best)
+        return 0 < i < len(self.lrs) - 1
+
+    def score(self, lr: float) -> float:
+        return self.scores[self.lrs.index(lr)]
+
+
+def tune_rate(score: Callable[[float], float], lrs: Sequence[float], *, maximise: bool,
+              patience: Optional[int]) -> Tuned:
+    """The rate of ``lrs`` with the best ``score(lr)`` (the largest if ``maximise``).
+
+    ``lrs`` must be ascending and positive. Non-finite scores count as the
+    worst; ties go to the smaller rate. ``patience`` (an int >= 1, or None to
+    try every rate) stops the sweep after that many rates in a row worse than
+    the best so far.
+    """
+    if isinstance(score, nn.Module) or not callable(score):
+        raise TypeError(f"score must be callable as score(lr), got {type(score).__name__}")
+    lrs = tuple(check_positive(lr, f"lrs[{i}]") for i, lr in enumerate(lrs))
+    if not lrs or list(lrs) != sorted(set(lrs)):
+        raise ValueError(f"lrs must be distinct, ascending and not empty, got {lrs}")
+    if patience is not None:
+        check_int(patience, "patience", 1)
+    worst = -math.inf if maximise else math.inf
+    tried: list[float] = []
+    scores: list[float] = []
+    best, best_value, worse_in_a_row = None, worst, 0
+    for lr in lrs:
+        value = float(score(lr))
+        tried.append(lr)
+        scores.append(value)
+        if not math.isfinite(value):
+            value = worst
+        if best is None or (value > best_value if maximise else value < best_value):
+            best, best_value, worse_in_a_row = lr, value, 0
+        else:
+            worse_in_a_row += 1
+            if patience is not None and worse_in_a_row >= patience:
+                break
+    return Tuned(tuple(tried), tuple(scores), best, maximise, lrs[len(tried):])

@@ -8,7 +8,16 @@ and look at the points theta - k * lr * g for a few step multipliers k:
 * gradient change: ||grad(theta - k lr g) - g|| (how much the gradient moved:
   small means the gradient stays predictive along the step);
 * effective smoothness: gradient change over the distance moved, ||k lr g||,
-  the largest of which estimates a local Lipschitz constant of the gradient.
+  the largest of which estimates a local Lipschitz constant of the gradient;
+* first-order ratio: the loss decrease over the decrease that the gradient
+  alone predicts, (L(theta) - L(theta - k lr g)) / (k lr ||g||^2). It is near
+  1 while the loss is close to linear along the step, falls below 1 as the
+  loss flattens or curves up, and is negative where the step overshoots and
+  the loss ends above where it started.
+
+With ``lr = d / ||g||`` (``grad_norm`` of a first slice) the multipliers are
+distances: slices of two networks can then be compared at equal distance
+moved.
 
 ``landscape_recorder`` wraps the measurement for ``train(record=...)``.
 """
@@ -45,6 +54,13 @@ class LandscapeSlice:
     @property
     def max_grad_change(self) -> float:
         return max(self.grad_changes)
+
+    @property
+    def first_order_ratios(self) -> tuple[float, ...]:
+        """(L_0 - L_k) / (k lr ||g||^2) for each requested multiplier k: 1 where the
+        first-order prediction holds, negative where the loss rose."""
+        return tuple((self.losses[0] - loss) / (d * self.grad_norm)
+                     for loss, d in zip(self.losses[1:], self.distances[1:]))
 
     @property
     def smoothness(self) -> float:

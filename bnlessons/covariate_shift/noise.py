@@ -13,6 +13,7 @@ what a layer sees moves from one SGD step to the next.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import torch
@@ -116,19 +117,34 @@ def noisy_mlp(in_features: int, num_classes: int, width: int = 128, depth: int =
     return model
 
 
+@dataclass(frozen=True)
+class Drift:
+    """How far a layer's input moved per SGD step, in units of each unit's spread.
+
+    ``mean``: the change of each unit's mean over the batch. ``per_example``:
+    the change of each example's value, averaged over the examples. Both are
+    averaged over the steps, divided by the unit's standard deviation over the
+    batch, and summarised by the median over units. Where the batch mean is
+    fixed by construction (a BN output in training mode has batch mean beta),
+    ``mean`` only sees beta move, while ``per_example`` still sees every
+    example move relative to the others.
+    """
+
+    mean: float
+    per_example: float
+
+
 def step_drift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
-               inputs_of: Mapping[str, str], steps: int = 10) -> dict[str, float]:
+               inputs_of: Mapping[str, str], steps: int) -> dict[str, Drift]:
     """How far the input of each named submodule moves per SGD step, relative to its spread.
 
     On a copy of ``model`` in training mode (the model itself and torch's
     global random state are left alone), records the input of each
     submodule named in ``inputs_of`` (label -> name as in
     ``model.named_modules()``) on the batch ``x``, takes a plain SGD step of
-    size ``lr`` on (x, y), and repeats ``steps`` times. For each unit, the
-    change of its mean over the batch from one step to the next is divided by
-    its standard deviation over the batch; the result for each label is the
-    median over units of the average over steps. Everything that moves a
-    layer's input counts: the updates of the layers below, and fresh noise.
+    size ``lr`` on (x, y), and repeats ``steps`` times. Returns a ``Drift``
+    for each label. Everything that moves a layer's input counts: the
+    updates of the layers below, and fresh noise drawn at every forward pass.
     """
     check_positive(lr, "lr")
     check_int(steps, "steps", 1)
@@ -141,8 +157,8 @@ def step_drift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
 
     def hook_for(label: str):
         def hook(module, inputs, output):
-            z = inputs[0].detach().flatten(1)  # one unit per feature (and position)
-            seen[label].append(torch.stack([z.mean(dim=0), z.std(dim=0)]))
+            # one unit per feature (and position)
+            seen[label].append(inputs[0].detach().flatten(1).clone())
         return hook
 
     handles = [named[name].register_forward_hook(hook_for(label))
@@ -159,8 +175,11 @@ def step_drift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
         for handle in handles:
             handle.remove()
     drift = {}
-    for label, stats in seen.items():
-        stats = torch.stack(stats)  # (steps + 1, 2, units)
-        moves = (stats[1:, 0] - stats[:-1, 0]).abs() / stats[:-1, 1].clamp_min(1e-12)
-        drift[label] = moves.mean(dim=0).median().item()
+    for label, values in seen.items():
+        z = torch.stack(values)  # (steps + 1, batch, units)
+        spread = z[:-1].std(dim=1).clamp_min(1e-12)  # (steps, units)
+        mean_moves = (z[1:].mean(dim=1) - z[:-1].mean(dim=1)).abs() / spread
+        example_moves = (z[1:] - z[:-1]).abs().mean(dim=1) / spread
+        drift[label] = Drift(mean_moves.mean(dim=0).median().item(),
+                             example_moves.mean(dim=0).median().item())
     return drift

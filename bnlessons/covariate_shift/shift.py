@@ -4,7 +4,13 @@
   (``shift``) and stretched (``scale``) while the labelling rule p(y | x)
   stays the same: y = 1 exactly when x2 lies above the curve x2 = sin(x1).
 * ``fit_linear_classifier`` / ``error_rate``: a logistic regression fitted on
-  one input distribution and scored on another.
+  one input distribution and scored on another, on the inputs themselves or
+  on ``sine_features`` (with which a linear boundary can follow the true one),
+  optionally with a weight per training point.
+* ``importance_weights`` / ``effective_sample_size``: the density ratio
+  p_new(x) / p_train(x) (raised to a power) that reweights training points
+  towards a shifted distribution, and how many points the weighted sample is
+  worth.
 * ``saturation`` (from the core ``bnlessons.probes``) / ``gaussian_saturation``:
   how much of a sigmoid unit's input lies where the sigmoid is flat
   (|z| > threshold), and the mean slope sigmoid'(z) there, from samples or in
@@ -24,6 +30,7 @@ import torch
 from bnlessons._validate import (
     as_float_tensor,
     check_int,
+    check_nonnegative,
     check_number,
     check_positive,
     check_tensor,
@@ -71,7 +78,7 @@ def covariate_shift_data(n: int, shift: float = 0.0, scale: float = 1.0,
 class LinearClassifier:
     """p(y = 1 | x) = sigmoid(x @ weight + bias), fitted by logistic regression."""
 
-    weight: torch.Tensor  # (2,)
+    weight: torch.Tensor  # (features,)
     bias: float
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,16 +89,70 @@ class LinearClassifier:
         return (self.logits(x) > 0).long()
 
 
-def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, c: float = 100.0) -> LinearClassifier:
-    """Logistic regression (scikit-learn, L-BFGS, deterministic) with inverse penalty ``c``."""
+def sine_features(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (x1, x2, sin x1): features in which the true boundary is linear.
+
+    The boundary x2 = sin x1 is the plane x2 - sin x1 = 0 in these three
+    features, so a linear classifier on them can represent it exactly (a
+    correctly specified model), which it cannot on (x1, x2).
+    """
+    x = as_float_tensor(x, "x")
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got {tuple(x.shape)}")
+    return torch.cat([x, torch.sin(x[:, :1])], dim=1)
+
+
+def importance_weights(x: torch.Tensor, shift: float, power: float) -> torch.Tensor:
+    """(p_new(x) / p_train(x)) ** power for points drawn with ``covariate_shift_data``.
+
+    p_train has x1 ~ N(0, 0.7^2) and p_new has x1 ~ N(shift, 0.7^2), both with
+    scale 1 and the same x2, so the ratio depends on x1 alone:
+    exp((shift x1 - shift^2 / 2) / 0.7^2). ``power`` 1 reweights the training
+    sample to the shifted distribution exactly (in expectation); 0 gives equal
+    weights; in between trades bias for variance (Shimodaira 2000).
+    """
+    x = as_float_tensor(x, "x")
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got {tuple(x.shape)}")
+    shift = check_number(shift, "shift")
+    power = check_nonnegative(power, "power")
+    log_ratio = (shift * x[:, 0].double() - 0.5 * shift ** 2) / SOURCE_STD[0] ** 2
+    return torch.exp(power * log_ratio)
+
+
+def effective_sample_size(weights: torch.Tensor) -> float:
+    """(sum w)^2 / sum w^2: how many equally weighted points the weighted sample is worth."""
+    weights = as_float_tensor(weights, "weights")
+    if weights.dim() != 1 or weights.numel() == 0:
+        raise ValueError("weights must be a non-empty 1-d tensor")
+    if (weights < 0).any() or not weights.sum() > 0:
+        raise ValueError("weights must be >= 0 with a positive sum")
+    w = weights.double()
+    return float(w.sum() ** 2 / (w ** 2).sum())
+
+
+def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, c: float = 100.0,
+                          sample_weight: Optional[torch.Tensor] = None) -> LinearClassifier:
+    """Logistic regression (scikit-learn, L-BFGS, deterministic) with inverse penalty ``c``.
+
+    ``x`` holds one row of features per point (the inputs, or ``sine_features``
+    of them); ``sample_weight`` gives each point's weight in the loss.
+    """
     from sklearn.linear_model import LogisticRegression
 
     x = as_float_tensor(x, "x")
     if check_tensor(y, "y").shape != (x.shape[0],):
         raise ValueError(f"y must have shape ({x.shape[0]},), one label per row of x, "
                          f"got {tuple(y.shape)}")
+    weight = None
+    if sample_weight is not None:
+        sample_weight = as_float_tensor(sample_weight, "sample_weight")
+        if sample_weight.shape != (x.shape[0],) or (sample_weight < 0).any():
+            raise ValueError(f"sample_weight must hold {x.shape[0]} weights >= 0, one per "
+                             f"row of x")
+        weight = sample_weight.double().numpy()
     model = LogisticRegression(C=check_positive(c, "c"), max_iter=1000)
-    model.fit(x.double().numpy(), y.numpy())
+    model.fit(x.double().numpy(), y.numpy(), sample_weight=weight)
     return LinearClassifier(torch.tensor(model.coef_[0], dtype=torch.float64),
                             float(model.intercept_[0]))
 

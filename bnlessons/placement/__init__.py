@@ -5,8 +5,6 @@ where it does not belong.
   CNN with one initialisation rule, what each nonlinearity then sees, and
   two controls for a sigmoid network (a larger initialisation, centred
   outputs).
-* ``tuning``: each arm of a comparison at its own best learning rate from
-  one grid.
 * ``dropout``: the variance shift of dropout before BN (Li et al. 2019): the
   closed form for one value and for a weighted sum, a Monte Carlo check,
   networks with dropout in different places, and the shift measured inside

@@ -110,3 +110,31 @@ def test_lr_sweep_passes_rates_hooks_and_scores():
     assert torch.equal(heads[0], heads[1])
     with pytest.raises(TypeError, match="score"):
         lr_sweep.lr_sweep(build, data, (0.1,), steps=1, seed=0, threshold=0.5, score=0.5)
+
+
+def test_tune_rate_keeps_each_arms_best_rate_and_says_if_the_grid_brackets_it():
+    calls = []
+
+    def score(lr):  # best at 0.1, diverges at 1.0
+        calls.append(lr)
+        return float("nan") if lr >= 1.0 else -abs(math.log10(lr) + 1)
+
+    grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    full = lr_sweep.tune_rate(score, grid, maximise=True, patience=None)
+    assert full.best == 0.1 and full.bracketed() and calls == list(grid)
+    assert full.skipped == () and math.isnan(full.score(3.0))
+    calls.clear()
+    early = lr_sweep.tune_rate(score, grid, maximise=True, patience=1)
+    assert early.best == 0.1 and early.lrs == (0.01, 0.03, 0.1, 0.3)
+    assert early.skipped == (1.0, 3.0) and early.bracketed()
+    # a loss is minimised; a best rate at the end of the grid is not bracketed
+    edge = lr_sweep.tune_rate(lambda lr: 1 / lr, grid, maximise=False, patience=2)
+    assert edge.best == 3.0 and not edge.bracketed()
+    low = lr_sweep.tune_rate(lambda lr: lr, grid, maximise=False, patience=2)
+    assert low.best == 0.01 and low.lrs == (0.01, 0.03, 0.1) and not low.bracketed()
+    with pytest.raises(ValueError, match="ascending"):
+        lr_sweep.tune_rate(score, (0.1, 0.01), maximise=True, patience=None)
+    with pytest.raises(ValueError, match="patience"):
+        lr_sweep.tune_rate(score, grid, maximise=True, patience=0)
+    with pytest.raises(TypeError, match="callable"):
+        lr_sweep.tune_rate(0.1, grid, maximise=True, patience=None)

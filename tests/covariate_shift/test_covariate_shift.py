@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnlessons import checks, data
+from bnlessons import checks, data, probes
 from bnlessons.covariate_shift import ics, landscape, noise, shift
 from bnlessons.models import MLP
 from bnlessons.train import train
@@ -260,6 +260,29 @@ def test_checks_name_what_is_wrong():
     v = checks.check_saturation(lambda z, t: 0.5, verbose=False)
     assert not v and "pair" in v.message
 
+    def slope(z):
+        return float((torch.sigmoid(z) * (1 - torch.sigmoid(z))).mean())
+
+    def frac(z, t):
+        return float((z.abs() > t).double().mean())
+
+    slips = {
+        "one tail": lambda z, t: (float((z > t).double().mean()), slope(z)),
+        "slope at the mean input": lambda z, t: (frac(z, t),
+                                                 float(shift.sigmoid_slope(z.mean()))),
+        "mean(sigmoid) * (1 - mean(sigmoid))": lambda z, t: (
+            frac(z, t), float(torch.sigmoid(z).mean() * (1 - torch.sigmoid(z).mean()))),
+    }
+    for hint, fn in slips.items():
+        v = checks.check_saturation(fn, verbose=False)
+        assert not v and hint in v.message, v.message
+    # the float32 idiom passes, and no failure shows the right answer
+    v = checks.check_saturation(lambda z, t: (float((z.abs() > t).float().mean()),
+                                              slope(z.float())), verbose=False)
+    assert v, v.message
+    v = checks.check_saturation(lambda z, t: (0.123, 0.0456), verbose=False)
+    assert not v and "expected" not in v.message
+
     def forgets_eval(model, x, module):
         seen = {}
         handle = module.register_forward_hook(lambda m, i, o: seen.update(z=i[0].detach()))
@@ -272,6 +295,21 @@ def test_checks_name_what_is_wrong():
     v = checks.check_percentile_probe(lambda m, x, mod: ics.percentile_probe(m, x, mod).T,
                                       verbose=False)
     assert not v and "transposed" in v.message
+
+    def always_train(model, x, module):
+        out = ics.percentile_probe(model, x, module)
+        model.train()
+        return out
+
+    v = checks.check_percentile_probe(always_train, verbose=False)
+    assert not v and "arrived in eval mode" in v.message
+
+    def hooks_the_output(model, x, module):
+        out = probes.capture_in_eval(model, x, {"m": module}, capture="output")["m"]
+        return torch.quantile(out, torch.tensor([0.15, 0.5, 0.85], dtype=x.dtype), dim=0)
+
+    v = checks.check_percentile_probe(hooks_the_output, verbose=False)
+    assert not v and "output" in v.message and "inputs[0]" in v.message
 
     v = checks.check_noise_layer(lambda: noise.ShiftScaleNoise(mean_range=1.0), verbose=False)
     assert not v and "mu" in v.message
@@ -304,15 +342,127 @@ def test_step_drift_sees_noise_and_leaves_the_model_and_rng_alone():
     clean = noise.noisy_mlp(10, 3, width=16, depth=3, norm="bn", noise=False)
     before = [p.detach().clone() for p in noisy.parameters()]
     state = torch.get_rng_state()
-    where = {"linear": "blocks.1.linear", "bn": "blocks.1.act"}
+    where = {"linear": "blocks.1.linear", "bn": "blocks.1.act", "next bn": "blocks.2.act"}
     d_noisy = noise.step_drift(noisy, x, y, 0.01, {"linear": "blocks.1.linear",
-                                                   "bn": "blocks.1.norm.1"}, steps=5)
+                                                   "bn": "blocks.1.norm.1",
+                                                   "next bn": "blocks.2.norm.1"}, steps=5)
     d_clean = noise.step_drift(clean, x, y, 0.01, where, steps=5)
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(before, noisy.parameters()))
-    assert d_noisy["linear"] > 10 * d_clean["linear"]
-    assert d_noisy["bn"] < 0.01 and d_clean["bn"] < 0.01
+    assert d_noisy["linear"].mean > 10 * d_clean["linear"].mean
+    # a BN output's batch mean is beta: its mean drift is tiny, its examples still move
+    assert d_noisy["bn"].mean < 0.01 and d_clean["bn"].mean < 0.01
+    assert d_noisy["next bn"].per_example > 5 * d_clean["next bn"].per_example
+    assert d_noisy["next bn"].per_example > 10 * d_noisy["next bn"].mean
     with pytest.raises(ValueError, match="no submodule"):
-        noise.step_drift(clean, x, y, 0.01, {"x": "blocks.9.linear"})
+        noise.step_drift(clean, x, y, 0.01, {"x": "blocks.9.linear"}, steps=2)
     with pytest.raises(ValueError, match="lr"):
-        noise.step_drift(clean, x, y, 0.0, where)
+        noise.step_drift(clean, x, y, 0.0, where, steps=2)
+
+
+def test_step_drift_by_hand_on_a_frozen_network():
+    torch.manual_seed(2)
+    model = MLP(4, 3, width=5, depth=1, activation="relu")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head.weight.requires_grad_(True)  # only the head learns: the block's output is fixed
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    drift = noise.step_drift(model, x, y, 0.5, {"head": "head", "act": "blocks.0.act"},
+                             steps=3)
+    assert drift["act"].mean == 0.0 and drift["act"].per_example == 0.0
+    assert drift["head"].mean == 0.0  # the head's input comes from the frozen block
+
+
+# ---------------------------------------------------------------- lr-sensitive measures
+
+def test_median_shift_and_unit_input_recorder():
+    pcts = torch.tensor([[[0.0, -1.0], [1.0, 0.0], [2.0, 1.0]],
+                         [[3.0, -1.0], [4.0, 0.5], [5.0, 1.0]]], dtype=torch.float64)
+    shifted = ics.median_shift(pcts, [0, 10], start=0)
+    assert torch.allclose(shifted, torch.tensor([1.5, 0.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="start=5"):
+        ics.median_shift(pcts, [0, 10], start=5)
+    mnist = data.digits()
+    model = MLP(mnist.num_features, 10, width=8, depth=2, activation="sigmoid")
+    record = ics.unit_input_recorder(mnist.x_test[:50], model.blocks[-1].act)
+    history = train(model, mnist, 4, lr=0.1, eval_every=2, record=record, progress=False)
+    assert len(history.records["saturation"]) == 3
+    z = probes.capture_in_eval(model, mnist.x_test[:50], {"z": model.blocks[-1].act})["z"]
+    assert history.records["saturation"][-1] == shift.saturation(z)
+    assert torch.equal(history.records["pcts"][-1], ics.percentile_probe(
+        model, mnist.x_test[:50], model.blocks[-1].act))
+
+
+def test_gradient_noise_is_zero_for_the_same_batch_and_matches_by_hand():
+    torch.manual_seed(5)
+    model = MLP(4, 3, width=5, depth=2, activation="relu", norm="bn").double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    x2, y2 = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    assert ics.gradient_noise(model, x, y, x, y) == [0.0, 0.0, 0.0]
+    got = ics.gradient_noise(model, x, y, x2, y2)
+    probe = copy.deepcopy(model)
+    F.cross_entropy(probe(x), y).backward()
+    g1 = probe.head.weight.grad.clone()
+    probe.zero_grad()
+    F.cross_entropy(probe(x2), y2).backward()
+    assert got[-1] == pytest.approx(float((g1 - probe.head.weight.grad).norm() / g1.norm()))
+
+
+def test_first_order_ratio_tends_to_one_for_small_steps():
+    torch.manual_seed(6)
+    model = MLP(5, 3, width=4, depth=0).double()
+    x, y = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 3, (20,))
+    tiny = landscape.along_gradient(model, x, y, 1e-4, multipliers=(1.0,))
+    assert tiny.first_order_ratios[0] == pytest.approx(1.0, abs=1e-3)
+    far = landscape.along_gradient(model, x, y, 0.5, multipliers=(1.0, 50.0))
+    loss0, loss1 = far.losses[0], far.losses[1]
+    assert far.first_order_ratios[0] == pytest.approx(
+        (loss0 - loss1) / (0.5 * far.grad_norm ** 2))
+    assert far.first_order_ratios[1] < far.first_order_ratios[0]
+
+
+# ---------------------------------------------------------------- reweighting
+
+def test_sine_features_make_the_boundary_linear():
+    g = torch.Generator().manual_seed(7)
+    x, y = shift.covariate_shift_data(500, generator=g)
+    far = shift.covariate_shift_data(20000, shift=2.5, generator=g)
+    sine = shift.fit_linear_classifier(shift.sine_features(x), y)
+    line = shift.fit_linear_classifier(x, y)
+    assert sine.weight.shape == (3,)
+    assert shift.error_rate(sine, shift.sine_features(far[0]), far[1]) < \
+        0.5 * shift.error_rate(line, *far)
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        shift.sine_features(torch.zeros(3, 3))
+
+
+def test_importance_weights_are_the_density_ratio():
+    x = torch.tensor([[0.0, 0.0], [1.0, 5.0], [-2.0, 1.0]], dtype=torch.float64)
+    w = shift.importance_weights(x, 2.0, 1.0)
+    new = torch.distributions.Normal(2.0, 0.7).log_prob(x[:, 0])
+    old = torch.distributions.Normal(0.0, 0.7).log_prob(x[:, 0])
+    assert torch.allclose(w, torch.exp(new - old))
+    assert torch.allclose(shift.importance_weights(x, 2.0, 0.5), w.sqrt())
+    assert torch.equal(shift.importance_weights(x, 2.0, 0.0), torch.ones(3, dtype=w.dtype))
+    # reweighting the source sample reproduces the mean of x1 under the shifted one
+    g = torch.Generator().manual_seed(8)
+    xs, _ = shift.covariate_shift_data(200_000, generator=g)
+    ws = shift.importance_weights(xs, 1.0, 1.0)
+    assert float((ws * xs[:, 0]).sum() / ws.sum()) == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ValueError, match="power"):
+        shift.importance_weights(x, 1.0, -1.0)
+
+
+def test_effective_sample_size_and_weighted_fit():
+    assert shift.effective_sample_size(torch.ones(10, dtype=torch.float64)) == pytest.approx(10)
+    w = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert shift.effective_sample_size(w) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="positive sum"):
+        shift.effective_sample_size(torch.zeros(3))
+    g = torch.Generator().manual_seed(9)
+    x, y = shift.covariate_shift_data(300, generator=g)
+    plain = shift.fit_linear_classifier(x, y)
+    same = shift.fit_linear_classifier(x, y, sample_weight=torch.ones(300, dtype=x.dtype))
+    assert torch.allclose(plain.weight, same.weight, atol=1e-6)
+    with pytest.raises(ValueError, match="sample_weight"):
+        shift.fit_linear_classifier(x, y, sample_weight=torch.ones(5, dtype=x.dtype))

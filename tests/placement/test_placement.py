@@ -445,35 +445,6 @@ def test_sigmoid_controls():
         P.scale_hidden_weights(net, 0.0)
 
 
-def test_tune_rate():
-    from bnlessons.placement.tuning import tune_rate
-
-    calls = []
-
-    def score(lr):  # best at 0.1, diverges at 1.0
-        calls.append(lr)
-        return float("nan") if lr >= 1.0 else -abs(math.log10(lr) + 1)
-
-    grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-    full = tune_rate(score, grid, maximise=True, patience=None)
-    assert full.best == 0.1 and full.bracketed() and calls == list(grid)
-    assert full.skipped == () and math.isnan(full.score(3.0))
-    calls.clear()
-    early = tune_rate(score, grid, maximise=True, patience=1)
-    assert early.best == 0.1 and early.lrs == (0.01, 0.03, 0.1, 0.3)
-    assert early.skipped == (1.0, 3.0) and early.bracketed()
-    # a loss is minimised; a best rate at the end of the grid is not bracketed
-    edge = tune_rate(lambda lr: 1 / lr, grid, maximise=False, patience=2)
-    assert edge.best == 3.0 and not edge.bracketed()
-    low = tune_rate(lambda lr: lr, grid, maximise=False, patience=2)
-    assert low.best == 0.01 and low.lrs == (0.01, 0.03, 0.1) and not low.bracketed()
-    with pytest.raises(ValueError, match="ascending"):
-        tune_rate(score, (0.1, 0.01), maximise=True, patience=None)
-    with pytest.raises(ValueError, match="patience"):
-        tune_rate(score, grid, maximise=True, patience=0)
-    with pytest.raises(TypeError, match="callable"):
-        tune_rate(0.1, grid, maximise=True, patience=None)
-
 
 def test_weighted_dropout_ratio_check():
     """The reference passes; each plausible wrong formula fails with the step it skipped."""
