@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -13,6 +14,7 @@ import torch
 
 F = TypeVar("F", bound=Callable[..., "Verdict"])
 T = TypeVar("T")
+LINE_WIDTH = 78  # the text column of the website, in characters
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,13 @@ class Verdict:
 
     def __bool__(self) -> bool:
         return self.passed
+
+    def wrapped(self, width: int = LINE_WIDTH) -> str:
+        """``str(self)`` broken at spaces into lines of at most ``width`` characters (a
+        word longer than that keeps its own line), continued lines indented by four
+        spaces: how a verdict is printed, so that it fits the page's text column."""
+        return textwrap.fill(str(self), width=width, subsequent_indent="    ",
+                             break_long_words=False, break_on_hyphens=False)
 
 
 def elementwise_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -108,7 +117,7 @@ def todo_verdict(name: str, detail: str = "") -> Verdict:
 def report(verdict: Verdict, verbose: bool) -> Verdict:
     """Print the verdict (unless ``verbose`` is False) and return it."""
     if verbose:
-        print(verdict)
+        print(verdict.wrapped())
     return verdict
 
 
