@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlessons._validate import check_fraction, check_int, check_module, check_positive
+from bnlessons._validate import (
+    check_fraction,
+    check_int,
+    check_module,
+    check_nonnegative,
+    check_positive,
+)
 from bnlessons.data import Dataset, batches
 from bnlessons.progress import progress_bar
 from bnlessons.reproducibility import derive_seed, seeded
@@ -151,10 +157,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
             raise ValueError(f"param_lrs names no parameter of the model: {unknown}; "
                              f"the names are those of model.named_parameters()")
         for n, value in param_lrs.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not value > 0 or not math.isfinite(value):
-                raise ValueError(f"param_lrs[{n!r}] must be a positive number, got {value!r}")
-            own[n] = float(value)
+            own[n] = check_positive(value, f"param_lrs[{n!r}]")
     groups: dict[tuple[float, float], list] = {}
     for n, p in named.items():
         key = (own.get(n, float(lr)), weight_decay if n in decayed else 0.0)
@@ -232,11 +235,7 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, batch_size: in
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if lr_schedule is not None:
-                factor = lr_schedule(step)
-                if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
-                        or not math.isfinite(factor) or factor < 0:
-                    raise ValueError(f"lr_schedule({step}) must be a finite number >= 0, "
-                                     f"got {factor!r}")
+                factor = check_nonnegative(lr_schedule(step), f"lr_schedule({step})")
                 for group in opt.param_groups:
                     group["lr"] = group["base_lr"] * factor
             opt.step()

@@ -180,9 +180,7 @@ def scale_free_equilibrium_norm_sq(lr: float, weight_decay: float,
     _check_lr_wd(lr, weight_decay)
     if not weight_decay > 0:
         raise ValueError("without weight decay there is no equilibrium: the norm only grows")
-    if isinstance(unit_grad_sq, bool) or not isinstance(unit_grad_sq, (int, float)) \
-            or not unit_grad_sq >= 0:
-        raise ValueError(f"unit_grad_sq must be a number >= 0, got {unit_grad_sq!r}")
+    unit_grad_sq = check_nonnegative(unit_grad_sq, "unit_grad_sq")
     return (lr * unit_grad_sq / (weight_decay * (2 - lr * weight_decay))) ** 0.5
 
 

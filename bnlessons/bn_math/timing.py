@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from bnlessons import reference
-from bnlessons._validate import check_int
+from bnlessons._validate import check_fraction, check_int
 from bnlessons.measure import median_time
 
 METHODS: tuple[str, ...] = ("staged", "compact", "autograd", "native")
@@ -179,9 +179,9 @@ class Timing:
         for name in (slower, faster):
             if name not in self.rounds:
                 raise KeyError(f"no timing for {name!r}; have {sorted(self.rounds)}")
-        if not qs or any(isinstance(q, bool) or not isinstance(q, (int, float))
-                         or not 0 <= q <= 1 for q in qs):
-            raise ValueError(f"qs must be numbers in [0, 1], got {qs!r}")
+        if not qs:
+            raise ValueError("qs is empty: give at least one quantile in [0, 1]")
+        qs = [check_fraction(q, f"qs[{i}]") for i, q in enumerate(qs)]
         ratios = sorted(a / b for a, b in zip(self.rounds[slower], self.rounds[faster]))
         return tuple(ratios[round(q * (len(ratios) - 1))] for q in qs)
 

@@ -23,24 +23,29 @@ import math
 import torch
 from torch import nn
 
-from bnlessons._validate import check_int
+from bnlessons._validate import (
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_number,
+    check_tensor,
+)
 from bnlessons.models import MLP, InitSpec
 
 
 def _check_p(p: object) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"p must be a number (1, 2, math.inf, ...), got {type(p).__name__}")
-    if not p >= 1:
-        raise ValueError(f"p must be >= 1 (or math.inf), got {p!r}")
-    return float(p)
+    """p >= 1, or math.inf (which ``check_number`` would refuse as not finite)."""
+    if isinstance(p, float) and math.isinf(p) and p > 0:
+        return p
+    return check_number(p, "p", low=1)
 
 
 def lp_scale(c: torch.Tensor, p: float) -> torch.Tensor:
     """The l_p scale of centred values ``c`` (N, C), per unit: ``mean(|c|^p)^(1/p)``,
     or ``max |c|`` for p = inf. Shape (C,)."""
     p = _check_p(p)
-    if not isinstance(c, torch.Tensor) or c.dim() != 2:
-        raise ValueError("c must be a tensor of shape (N, C)")
+    if check_tensor(c, "c").dim() != 2:
+        raise ValueError(f"c must have shape (N, C), got {tuple(c.shape)}")
     if math.isinf(p):
         return c.abs().amax(dim=0)
     return c.abs().pow(p).mean(dim=0).pow(1.0 / p)
@@ -61,16 +66,9 @@ class LpBatchNorm(nn.Module):
         super().__init__()
         check_int(num_features, "num_features")
         self.p = _check_p(p)
-        for name, value in (("momentum", momentum), ("eps", eps)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
         self.num_features = num_features
-        self.momentum = float(momentum)
-        self.eps = float(eps)
+        self.momentum = check_fraction(momentum, "momentum", zero=False)
+        self.eps = check_nonnegative(eps, "eps")
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -80,8 +78,9 @@ class LpBatchNorm(nn.Module):
         return f"{self.num_features}, p={self.p:g}, momentum={self.momentum}, eps={self.eps}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"input must have shape (N, {self.num_features})")
+        if check_tensor(x, "input").dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"input must have shape (N, {self.num_features}), got "
+                             f"{tuple(x.shape)}")
         if self.training:
             if x.shape[0] < 2:
                 raise ValueError("training mode needs a batch of at least 2 samples")

@@ -21,15 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons._validate import as_float_tensor, check_int, check_module
+from bnlessons._validate import (
+    as_float_tensor,
+    check_int,
+    check_module,
+    check_positive,
+    check_tensor,
+)
 from bnlessons.inference.bn_modes import replace_batchnorm
 
 
 def _check_logits(logits: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
     logits = as_float_tensor(logits, "logits")
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a torch.Tensor of class labels, got {type(y).__name__}")
-    if logits.dim() != 2 or y.shape != (logits.shape[0],):
+    if check_tensor(y, "y").dim() != 1 or logits.dim() != 2 or y.shape != (logits.shape[0],):
         raise ValueError(f"logits must be (N, classes) and y (N,), got {tuple(logits.shape)} "
                          f"and {tuple(y.shape)}")
     return logits.double(), y
@@ -38,9 +42,7 @@ def _check_logits(logits: object, y: object) -> tuple[torch.Tensor, torch.Tensor
 def nll(logits: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean cross-entropy of ``logits / temperature`` against the labels ``y``."""
     logits, y = _check_logits(logits, y)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not temperature > 0:
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    temperature = check_positive(temperature, "temperature")
     return float(F.cross_entropy(logits / temperature, y))
 
 

@@ -184,7 +184,7 @@ def test_param_lrs_give_named_parameters_their_own_rate():
         assert torch.allclose(moved, factor * moved_twin, rtol=1e-5, atol=1e-8), name
     with pytest.raises(ValueError, match="names no parameter"):
         train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs={"head.wieght": 0.1})
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"param_lrs\['head.weight'\] must be a finite number > 0"):
         train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs={"head.weight": -1.0})
     with pytest.raises(TypeError, match="param_lrs"):
         train.make_optimizer(model, "sgd", 0.1, 0.0, 0.0, param_lrs=[("head.weight", 0.1)])

@@ -70,9 +70,9 @@ def test_lp_mlp_has_the_bn_networks_weights_and_orthogonal_row_gradients():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="p must be >= 1"):
+    with pytest.raises(ValueError, match="p must be a finite number >= 1"):
         lp_norm.LpBatchNorm(4, 0.5)
-    with pytest.raises(TypeError, match="p must be a number"):
+    with pytest.raises(TypeError, match="p must be a finite number"):
         lp_norm.LpBatchNorm(4, "inf")
     with pytest.raises(ValueError, match="momentum"):
         lp_norm.LpBatchNorm(4, 1, momentum=0.0)
