@@ -154,8 +154,8 @@ def test_shift_images_and_adapt_bn():
     with pytest.raises(ValueError, match="gamma"):
         deploy.shift_images(x, "gamma", 0.0)
     # BN right after the first linear layer: an affine input shift is undone exactly
-    # (with eps = 1e-12; eps is not rescaled with the variance, which leaves an error of
-    # about eps / Var, up to 1e-3 for these inputs)
+    # with a negligible eps (eps is not rescaled with the variance: the default 1e-5
+    # leaves an error of about eps / Var, up to 1e-3 for these inputs)
     model = models.MLP(12, 3, width=8, depth=1, norm="bn").double()
     for _, bn in models.bn_layers(model):
         bn.eps = 1e-12
