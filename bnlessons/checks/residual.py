@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from bnlessons._validate import check_int
 from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.train import History
 
@@ -278,7 +279,8 @@ FIXUP_DEPTHS: tuple[int, ...] = (2, 3, 4, 6)
 
 
 @gradable
-def check_fixup_exponent(fn: Callable, verbose: bool = True) -> Verdict:
+def check_fixup_exponent(fn: Callable, depths: Sequence[int] = FIXUP_DEPTHS,
+                         verbose: bool = True) -> Verdict:
     """Check ``fn(k)`` -> p, the exponent in Fixup's rescaling c = D**(-p) of the k - 1
     layers before a branch's zero-initialised last layer, for branches of k layers.
 
@@ -287,9 +289,11 @@ def check_fixup_exponent(fn: Callable, verbose: bool = True) -> Verdict:
     the same input, so a branch's output moves by c**(2k-2); D branches move it by
     D c**(2k-2), which stays independent of D for c = D**(-1/(2k-2)). Plausible
     wrong answers get the step of this argument they skipped, never the value.
+    ``depths`` are the values of k tried (each at least 2).
     """
     name = "check_fixup_exponent"
-    for k in FIXUP_DEPTHS:
+    depths = [check_int(k, f"depths[{i}]", 2) for i, k in enumerate(depths)]
+    for k in depths:
         note = f"(k = {k})"
         got = call_learner(name, fn, k, verbose=verbose, note=note)
         if isinstance(got, Verdict):
@@ -318,4 +322,4 @@ def check_fixup_exponent(fn: Callable, verbose: bool = True) -> Verdict:
         return report(Verdict(name, False, f"{got:.6g} is not the exponent {note}: {hint}"),
                       verbose)
     return report(Verdict(name, True, f"the exponent is right for k = "
-                           f"{', '.join(map(str, FIXUP_DEPTHS))}"), verbose)
+                           f"{', '.join(map(str, depths))}"), verbose)
