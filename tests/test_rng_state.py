@@ -107,6 +107,8 @@ CALLS = {
         lambda m, x, y, b: evaluate(m, x, y, b)[1], verbose=False),
     "check_variance_prediction": lambda: checks.check_variance_prediction(_variance,
                                                                           verbose=False),
+    "check_fixup_exponent": lambda: checks.check_fixup_exponent(lambda k: 1 / (2 * k - 2),
+                                                                verbose=False),
     "check_skipinit_block": lambda: checks.check_skipinit_block(_SkipInitBlock, verbose=False),
     "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(largest_stable_lr,
                                                                       verbose=False),

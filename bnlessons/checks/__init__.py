@@ -62,6 +62,7 @@ from bnlessons.checks.placement import (
     check_weighted_dropout_ratio,
 )
 from bnlessons.checks.residual import (
+    check_fixup_exponent,
     check_largest_stable_lr,
     check_skipinit_block,
     check_variance_prediction,
@@ -77,7 +78,8 @@ __all__ = [
     "check_update_ratio",
     "check_cs231n_update", "check_evaluate", "check_fold_linear", "check_precise_bn",
     "check_pytorch_update",
-    "check_largest_stable_lr", "check_skipinit_block", "check_variance_prediction",
+    "check_fixup_exponent", "check_largest_stable_lr", "check_skipinit_block",
+    "check_variance_prediction",
     "check_dropout_variance_ratio", "check_causal_norm", "check_preact_block",
     "check_weighted_dropout_ratio",
     "check_drop_bias",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
+from bnlessons._validate import reduce_dims, values_per_channel
 from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.inference.bn_modes import bn_buffers, buffers_changed
 from bnlessons.inference.deploy import fold_linear_bn
@@ -34,6 +35,28 @@ def _pair(result: object, n: int) -> Optional[tuple]:
     return result if isinstance(result, tuple) and len(result) == n else None
 
 
+def _changed_in_place(inputs: dict[str, torch.Tensor],
+                      snapshot: dict[str, torch.Tensor]) -> str:
+    """The names of the arguments whose values the learner's code changed, or ""."""
+    return ", ".join(k for k, v in inputs.items() if not torch.equal(v, snapshot[k]))
+
+
+def _modes(model: nn.Module) -> dict[str, bool]:
+    """Every submodule's ``training`` flag, by name ("" is the model itself)."""
+    return {n: m.training for n, m in model.named_modules()}
+
+
+def _mode_problem(before: dict[str, bool], after: dict[str, bool], note: str) -> str:
+    """Which submodules left in another mode than they came in, or ""."""
+    moved = [n or "the model" for n in before if after.get(n) != before[n]]
+    if not moved:
+        return ""
+    came = "training" if before[""] else "eval"
+    return (f"{', '.join(moved[:3])}{' and others' if len(moved) > 3 else ''} came in "
+            f"{came} mode and left in the other; save each module's mode (model.training "
+            f"is only the top one; model.train(mode) sets them all) and restore it {note}")
+
+
 @gradable
 def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True,
                          seed: int = 300) -> Verdict:
@@ -52,10 +75,16 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
         x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum}, num_batches_tracked={count})"
         want = running_stats.pytorch_update(rm, rv, count, x, momentum)
-        result = call_learner(name, fn, rm.clone(), rv.clone(), count, x.clone(), momentum,
-                              verbose=verbose, note=note)
+        inputs = {"running_mean": rm, "running_var": rv, "x": x}
+        snapshot = {k: v.clone() for k, v in inputs.items()}
+        result = call_learner(name, fn, rm, rv, count, x, momentum, verbose=verbose, note=note)
         if isinstance(result, Verdict):
             return result
+        changed = _changed_in_place(inputs, snapshot)
+        if changed:
+            return report(Verdict(name, False, f"your function changed {changed} in place; "
+                                   f"return new tensors and leave its arguments as they were "
+                                   f"{note}"), verbose)
         got = _pair(result, 3)
         if got is None:
             return report(Verdict(name, False, "return (running_mean, running_var, "
@@ -68,9 +97,9 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
             if problem:
                 hint = ""
                 if label == "running_var" and momentum is not None:
-                    m = x.numel() // x.shape[1]
-                    biased = (1 - momentum) * rv + momentum * x.transpose(0, 1).reshape(
-                        x.shape[1], -1).var(dim=1, unbiased=False)
+                    m = values_per_channel(x)
+                    biased = (1 - momentum) * rv + momentum * x.var(dim=reduce_dims(x),
+                                                                    unbiased=False)
                     if isinstance(g, torch.Tensor) and g.shape == biased.shape and \
                             torch.allclose(g, biased, rtol=1e-9, atol=1e-12):
                         hint = (f"; this is the biased variance: PyTorch feeds m/(m-1) times it "
@@ -96,10 +125,16 @@ def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = T
         x, rm, rv = _running_inputs(shape, seed=seed + i)
         note = f"(x of shape {shape}, momentum={momentum})"
         want = running_stats.cs231n_update(rm, rv, x, momentum)
-        result = call_learner(name, fn, rm.clone(), rv.clone(), x.clone(), momentum,
-                              verbose=verbose, note=note)
+        inputs = {"running_mean": rm, "running_var": rv, "x": x}
+        snapshot = {k: v.clone() for k, v in inputs.items()}
+        result = call_learner(name, fn, rm, rv, x, momentum, verbose=verbose, note=note)
         if isinstance(result, Verdict):
             return result
+        changed = _changed_in_place(inputs, snapshot)
+        if changed:
+            return report(Verdict(name, False, f"your function changed {changed} in place; "
+                                   f"return new tensors and leave its arguments as they were "
+                                   f"{note}"), verbose)
         got = _pair(result, 2)
         if got is None:
             return report(Verdict(name, False, f"return (running_mean, running_var) {note}"),
@@ -159,6 +194,7 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
         recompute_bn_stats(want, x, batch_size)
         got = copy.deepcopy(model)
         got.train(arrives_training)
+        modes = _modes(got)
         failed = call_learner(name, fn, got, x.clone(), batch_size, verbose=verbose, note=note)
         if isinstance(failed, Verdict):
             return failed
@@ -172,11 +208,9 @@ def check_precise_bn(fn: Callable, tol: float = PRECISE_TOL, verbose: bool = Tru
                 return report(Verdict(name, False, f"layer {idx} momentum is "
                                        f"{got[idx].momentum} after your call; restore it to "
                                        f"{model[idx].momentum} {note}"), verbose)
-        if got.training != arrives_training:
-            left = "training" if got.training else "eval"
-            return report(Verdict(name, False, f"the model was in {mode} mode before your "
-                                   f"call and is in {left} mode after it; restore its mode "
-                                   f"{note}"), verbose)
+        problem = _mode_problem(modes, _modes(got), note)
+        if problem:
+            return report(Verdict(name, False, problem), verbose)
     return report(Verdict(name, True, f"running statistics match Algorithm 2 with the current "
                            f"weights to elementwise relative error {tol:.0e}; momenta and mode "
                            f"restored (tried in training and in eval mode)"), verbose)
@@ -225,8 +259,9 @@ def check_fold_linear(fn: Callable, tol: float = FOLD_TOL, verbose: bool = True,
                   verbose)
 
 
-def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
-    """A BN model whose batch statistics are far from its running statistics."""
+def _labelled_model(seed: int, n: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    """A BN model whose batch statistics are far from its running statistics, and ``n``
+    inputs labelled with its eval-mode predictions except every fourth one."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # weights are overwritten from g below
         model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
@@ -236,10 +271,10 @@ def _labelled_model(seed: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tenso
             p.copy_(torch.randn(p.shape, generator=g))
         model[1].running_mean.copy_(torch.randn(16, generator=g) * 2)
         model[1].running_var.copy_(torch.rand(16, generator=g) * 4 + 0.5)
-    x = torch.randn(48, 8, generator=g) * 3 + 1
+    x = torch.randn(n, 8, generator=g) * 3 + 1
     with torch.no_grad():
         y = model.eval()(x).argmax(dim=1)
-    y[::4] = (y[::4] + 1) % 4  # a quarter wrong: the right answer is 0.75
+    y[::4] = (y[::4] + 1) % 4  # every fourth wrong
     model.train()
     return model, x, y
 
@@ -255,13 +290,16 @@ def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdi
     random models and data.
     """
     name = "check_evaluate"
+    n = 50  # divisible by neither batch size: the last batch is partial
     for batch_size, arrives_training in ((4, True), (16, True), (16, False)):
-        model, x, y = _labelled_model(seed=seed + batch_size)
+        model, x, y = _labelled_model(seed=seed + batch_size, n=n)
         model.train(arrives_training)
         mode = "training" if arrives_training else "eval"
-        note = f"(batch_size={batch_size}, model in {mode} mode)"
-        want = 0.75
-        before = bn_buffers(model)
+        note = f"({n} examples, batch_size={batch_size}, model in {mode} mode)"
+        correct = torch.ones(n, dtype=torch.bool)
+        correct[::4] = False
+        want = float(correct.double().mean())
+        before, modes = bn_buffers(model), _modes(model)
         got = call_learner(name, fn, model, x.clone(), y.clone(), batch_size, verbose=verbose,
                            note=note)
         if isinstance(got, Verdict):
@@ -271,16 +309,29 @@ def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdi
             return report(Verdict(name, False, f"your loop changed {', '.join(changed)}: the "
                                    f"model ran in training mode, so BN used batch statistics "
                                    f"and updated its running ones {note}"), verbose)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = float(got)
         if not isinstance(got, (int, float)) or isinstance(got, bool):
             return report(Verdict(name, False, f"return the accuracy as a float, got "
                                    f"{type(got).__name__} {note}"), verbose)
-        if abs(float(got) - want) > 1e-9:
-            return report(Verdict(name, False, f"accuracy {float(got):.4f}, expected {want:.4f} "
-                                   f"{note}"), verbose)
-        if model.training != arrives_training:
-            left = "training" if model.training else "eval"
-            return report(Verdict(name, False, f"the model came in {mode} mode and left in "
-                                   f"{left} mode; hand it back in the mode it came in {note}"),
-                          verbose)
+        if abs(float(got) - want) > 1e-6:  # a float32 mean is exact to about 1e-7
+            chunks = correct.split(batch_size)
+            full = n - n % batch_size
+            slips = {
+                "that is the mean of the per-batch accuracies: the last batch is smaller, so "
+                "count correct predictions over all examples and divide once":
+                    float(torch.stack([c.double().mean() for c in chunks]).mean()),
+                "the last, partial batch was left out: every example counts":
+                    float(correct[:full].double().mean()),
+                "that is the error rate, not the accuracy": 1 - want,
+            }
+            hint = next((h for h, v in slips.items() if abs(float(got) - v) <= 1e-6),
+                        "count the examples whose predicted class (argmax of the logits) is "
+                        "the label, over every batch, and divide by the number of examples")
+            return report(Verdict(name, False, f"accuracy {float(got):.4f} is wrong {note}: "
+                                   f"{hint}"), verbose)
+        problem = _mode_problem(modes, _modes(model), note)
+        if problem:
+            return report(Verdict(name, False, problem), verbose)
     return report(Verdict(name, True, "eval-mode accuracy, BN buffers untouched, the model's "
                            "mode restored (tried in training and in eval mode)"), verbose)

@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from bnlessons._validate import check_int
 from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
 from bnlessons.train import History
 
@@ -30,6 +31,29 @@ def predicted_variance(design: str, depth: int, alpha: float) -> torch.Tensor:
     raise ValueError(f"design must be 'linear' or 'bn-linear', got {design!r}")
 
 
+def _variance_hint(got: torch.Tensor, design: str, depth: int, alpha: float,
+                   tol: float) -> str:
+    """The reasoning behind a wrong variance prediction, from the slips that give it."""
+    l = torch.arange(depth + 1, dtype=torch.float64)
+    slips = {
+        "a scalar alpha scales a variance by alpha**2, not alpha":
+            (1 + abs(alpha)) ** l if design == "linear" else 1 + abs(alpha) * l,
+        "without normalisation the branch reads x_{l-1} itself, so its variance is "
+        "Var(x_{l-1}) times alpha**2: each block multiplies the variance, it does not add "
+        "a constant": 1 + alpha**2 * l,
+        "with BN first the branch reads BN(x_{l-1}), of variance 1 whatever Var(x_{l-1}) is: "
+        "each block adds alpha**2, it does not multiply": (1 + alpha**2) ** l,
+        "Var(x_0) = 1 is the first entry: count the blocks from l = 1":
+            predicted_variance(design, depth + 1, alpha)[1:],
+        "the skip path keeps x_{l-1}: Var(x_l) = Var(x_{l-1}) + Var(alpha f_l), not the "
+        "branch's variance alone": alpha**2 * torch.ones_like(l),
+    }
+    for hint, wrong in slips.items():
+        if torch.allclose(got, wrong, rtol=tol, atol=0):
+            return f": {hint}"
+    return ""
+
+
 @gradable
 def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, float]] =
                               PREDICTION_CASES, tol: float = PREDICTION_TOL,
@@ -39,7 +63,9 @@ def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, floa
     ``design`` is ``"linear"`` (a variance-preserving linear branch, no
     normalisation) or ``"bn-linear"`` (the branch normalises its input with
     BN first); every branch is multiplied by ``alpha``, and Var(x_0) = 1.
-    Passes if every case matches the derivation to relative error ``tol``.
+    Passes if every case matches the derivation to relative error ``tol``; a
+    wrong answer gets the step of the reasoning it skipped, never the expected
+    values.
     """
     name = "check_variance_prediction"
     for design, depth, alpha in cases:
@@ -50,11 +76,14 @@ def check_variance_prediction(fn: Callable, cases: Sequence[tuple[str, int, floa
             return got
         if isinstance(got, torch.Tensor) and got.is_floating_point() and got.dtype != want.dtype:
             got = got.double()
-        problem = compare("Var(x_l)", got, want, tol, note)
+        problem = compare("Var(x_l)", got, want, tol, note, show_expected=False)
         if problem:
             if isinstance(got, torch.Tensor) and got.shape == want.shape:
                 bad = int(((got.double() - want).abs() > tol * want.abs()).nonzero()[0])
                 problem += f"; first wrong at l = {bad}"
+                problem += _variance_hint(got.double(), design, depth, alpha, tol)
+            elif isinstance(got, torch.Tensor) and got.shape == (depth,):
+                problem += ("; the list starts at l = 0 with Var(x_0) = 1: depth + 1 values")
             return report(Verdict(name, False, problem), verbose)
     return report(Verdict(name, True, f"all {len(cases)} predictions match the derivation "
                            f"(relative error {tol:.0e})"), verbose)
@@ -73,7 +102,11 @@ def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16
     it has one learnable scalar alpha starting at 0, that it is then exactly
     the identity, that at that point the loss gradient reaches alpha but not
     the branch's weights, and that its output is ``x + alpha * f(x)`` for
-    other values of alpha (linear in alpha, with a branch that is not zero).
+    other values of alpha (linear in alpha, with a branch that is not zero);
+    that the skip path carries x for any alpha (with every other parameter
+    at zero and alpha = 1 the block returns x); and that the branch starts
+    with the ReLU (an all-negative input, with the bias at zero, leaves it
+    silent).
     ``seed`` chooses the random input and upstream gradient.
     """
     name = "check_skipinit_block"
@@ -135,9 +168,49 @@ def check_skipinit_block(make_block: Callable[[int], nn.Module], width: int = 16
                       "(compared with twice the change at alpha = 0.5: it must be alpha * f(x))")
     if problem:
         return report(Verdict(name, False, problem), verbose)
+    probes = call_learner(name, _skip_and_relu_probes, block, alpha, x, verbose=verbose,
+                          who="the forward pass")
+    if isinstance(probes, Verdict):
+        return probes
+    silenced, negative, out_negative = probes
+    if not torch.equal(silenced, x):
+        return report(Verdict(name, False, "with every parameter but alpha at zero and "
+                               "alpha = 1 the block should return x unchanged: the skip path "
+                               "carries x whatever alpha is (x + alpha * f(x), not a mix such "
+                               "as (1 - alpha) x + alpha f(x))"), verbose)
+    if not torch.equal(out_negative, negative):
+        return report(Verdict(name, False, "for an input whose values are all negative, with "
+                               "the linear layer's bias at zero and alpha = 1, ReLU(x) is zero "
+                               "and the block should return x: is the ReLU missing, or applied "
+                               "after the linear layer instead of before it?"), verbose)
     return report(Verdict(name, True, f"{alpha_name} starts at 0, the block starts as the "
                            "identity, only alpha gets a gradient at first, and the output is "
                            "x + alpha * f(x)"), verbose)
+
+
+def _skip_and_relu_probes(block: nn.Module, alpha: nn.Parameter,
+                          x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The block at alpha = 1 (a) with every other parameter at zero, on ``x``; (b) with
+    its vector parameters (biases) at zero, on ``-|x|``. Parameters are restored."""
+    saved = [p.detach().clone() for p in block.parameters()]
+    try:
+        with torch.no_grad():
+            for p in block.parameters():
+                p.zero_()
+            alpha.fill_(1.0)
+            silenced = block(x)
+            for p, s in zip(block.parameters(), saved):
+                p.copy_(s)
+                if p.dim() == 1 and p is not alpha:
+                    p.zero_()
+            alpha.fill_(1.0)
+            negative = -x.abs()
+            out_negative = block(negative)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(block.parameters(), saved):
+                p.copy_(s)
+    return silenced, negative, out_negative
 
 
 def _fake_history(diverged_at: Optional[int], acc: float) -> History:
@@ -200,3 +273,53 @@ def check_largest_stable_lr(fn: Callable, min_accuracy: float = 0.5, verbose: bo
     return report(Verdict(name, True, f"right answer on all {len(cases)} simulated "
                            "sweeps (unsorted rates, finite-but-useless runs, nothing stable)"),
                   verbose)
+
+
+FIXUP_DEPTHS: tuple[int, ...] = (2, 3, 4, 6)
+
+
+@gradable
+def check_fixup_exponent(fn: Callable, depths: Sequence[int] = FIXUP_DEPTHS,
+                         verbose: bool = True) -> Verdict:
+    """Check ``fn(k)`` -> p, the exponent in Fixup's rescaling c = D**(-p) of the k - 1
+    layers before a branch's zero-initialised last layer, for branches of k layers.
+
+    The right answer is 1 / (2k - 2) (Zhang et al. 2019): the last layer's first
+    update is proportional to its input, of size c**(k-1), and that update acts on
+    the same input, so a branch's output moves by c**(2k-2); D branches move it by
+    D c**(2k-2), which stays independent of D for c = D**(-1/(2k-2)). Plausible
+    wrong answers get the step of this argument they skipped, never the value.
+    ``depths`` are the values of k tried (each at least 2).
+    """
+    name = "check_fixup_exponent"
+    depths = [check_int(k, f"depths[{i}]", 2) for i, k in enumerate(depths)]
+    for k in depths:
+        note = f"(k = {k})"
+        got = call_learner(name, fn, k, verbose=verbose, note=note)
+        if isinstance(got, Verdict):
+            return got
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = float(got)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return report(Verdict(name, False, f"return one number, the exponent p in "
+                                   f"c = D**(-p), got {type(got).__name__} {note}"), verbose)
+        if abs(got - 1 / (2 * k - 2)) <= 1e-12:
+            continue
+        slips = {
+            1 / (k - 1): "the last layer's update is proportional to its input, c**(k-1); "
+                         "the change in the branch's output is that update applied to the "
+                         "same input, so c**(k-1) enters twice",
+            1 / (2 * k): "only the k - 1 layers before the last one carry c: the last layer "
+                         "starts at zero and is not rescaled",
+            0.5: "that is 1/sqrt(D) for every k: the power of c in a branch's change "
+                 "grows with the number of rescaled layers",
+            -1 / (2 * k - 2): "c = D**(-p) shrinks with depth for p > 0: check the sign",
+        }
+        hint = next((h for v, h in slips.items() if abs(got - v) <= 1e-12),
+                    "write the change of one branch's output after one step as a power of "
+                    "c, sum it over D branches, and ask which c keeps the sum independent "
+                    "of D")
+        return report(Verdict(name, False, f"{got:.6g} is not the exponent {note}: {hint}"),
+                      verbose)
+    return report(Verdict(name, True, f"the exponent is right for k = "
+                           f"{', '.join(map(str, depths))}"), verbose)

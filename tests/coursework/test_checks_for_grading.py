@@ -90,7 +90,7 @@ def test_other_inputs_pass_a_correct_solution_and_change_what_is_checked():
 def test_default_messages_are_unchanged(capsys):
     checks.check_variance_prediction(predicted_variance)
     assert capsys.readouterr().out == ("[PASS] check_variance_prediction: all 6 predictions "
-                                       "match the derivation (relative error 1e-08)\n")
+                                       "match the derivation\n    (relative error 1e-08)\n")
 
 
 def test_require():

@@ -227,7 +227,75 @@ def test_checks_catch_a_solution_that_always_ends_in_training_mode():
         model.train()
 
     verdict = checks.check_precise_bn(recompute_then_train, verbose=False)
-    assert not verdict.passed and "eval mode before your call" in verdict.message
+    assert not verdict.passed and "came in eval mode" in verdict.message
+
+
+def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
+    from bnlessons import running_stats
+    from bnlessons.inference import precise_bn
+
+    def recompute_restoring_the_top_flag_only(model, x, batch_size):
+        was = model.training
+        precise_bn.recompute_bn_stats(model, x, batch_size)
+        model.train()
+        model.training = was  # the submodules stay in training mode
+    verdict = checks.check_precise_bn(recompute_restoring_the_top_flag_only, verbose=False)
+    assert not verdict.passed and "only the top one" in verdict.message
+
+    def evaluate_restoring_the_top_flag_only(model, x, y, batch_size):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(x).argmax(1) == y).double().mean())
+        model.train()
+        model.training = was
+        return accuracy
+    verdict = checks.check_evaluate(evaluate_restoring_the_top_flag_only, verbose=False)
+    assert not verdict.passed and "only the top one" in verdict.message
+
+    def in_place(rm, rv, count, x, momentum):
+        new = running_stats.pytorch_update(rm, rv, count, x, momentum)
+        rm.copy_(new[0])
+        rv.copy_(new[1])
+        return new
+    verdict = checks.check_pytorch_update(in_place, verbose=False)
+    assert not verdict.passed and "in place" in verdict.message
+
+    def cs231n_in_place(rm, rv, x, momentum):
+        new = running_stats.cs231n_update(rm, rv, x, momentum)
+        rm.copy_(new[0])
+        return new
+    verdict = checks.check_cs231n_update(cs231n_in_place, verbose=False)
+    assert not verdict.passed and "running_mean" in verdict.message
+
+
+def _accuracy_by(rule):
+    """An evaluation loop in eval mode that combines per-batch counts by ``rule``."""
+    def evaluate(model, x, y, batch_size):
+        was = model.training
+        model.eval()
+        hits = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                hits.append((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size])
+                            .double())
+        model.train(was)
+        return rule(hits, batch_size)
+    return evaluate
+
+
+def test_check_evaluate_names_the_ways_an_accuracy_goes_wrong():
+    right = _accuracy_by(lambda hits, b: float(torch.cat(hits).mean()))
+    assert checks.check_evaluate(right, verbose=False).passed
+    for rule, words in (
+            (lambda hits, b: float(torch.stack([h.mean() for h in hits]).mean()),
+             "per-batch accuracies"),
+            (lambda hits, b: float(torch.cat([h for h in hits if len(h) == b]).mean()),
+             "partial batch"),
+            (lambda hits, b: 1 - float(torch.cat(hits).mean()), "error rate")):
+        verdict = checks.check_evaluate(_accuracy_by(rule), verbose=False)
+        assert not verdict.passed and words in verdict.message, words
+        assert "expected" not in verdict.message
 
 
 @pytest.mark.parametrize("bias", [True, False])

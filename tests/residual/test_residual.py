@@ -329,7 +329,22 @@ def test_check_variance_prediction(capsys):
     no_x0 = lambda d, n, a: good_prediction(d, n, a)[1:]  # noqa: E731
     assert "shape" in checks.check_variance_prediction(no_x0, verbose=False).message
     bn_doubles = lambda d, n, a: good_prediction("linear", n, a)  # noqa: E731
-    assert "bn-linear" in checks.check_variance_prediction(bn_doubles, verbose=False).message
+    v = checks.check_variance_prediction(bn_doubles, verbose=False)
+    assert "bn-linear" in v.message and "adds alpha**2" in v.message
+    # each slip gets the step it skipped, and no message shows an expected value
+    alpha_not_squared = lambda d, n, a: good_prediction(d, n, a**0.5)  # noqa: E731
+    v = checks.check_variance_prediction(alpha_not_squared, verbose=False)
+    assert "alpha**2, not alpha" in v.message and "expected" not in v.message
+    linear_adds = lambda d, n, a: good_prediction("bn-linear", n, a)  # noqa: E731
+    assert "multiplies the variance" in checks.check_variance_prediction(
+        linear_adds, verbose=False).message
+    shifted = lambda d, n, a: good_prediction(d, n + 1, a)[1:]  # noqa: E731
+    assert "count the blocks from l = 1" in checks.check_variance_prediction(
+        shifted, verbose=False).message
+    branch_only = lambda d, n, a: torch.full((n + 1,), a**2, dtype=torch.float64)  # noqa: E731
+    assert "skip path keeps" in checks.check_variance_prediction(
+        branch_only, verbose=False).message
+    assert "depth + 1 values" in checks.check_variance_prediction(no_x0, verbose=False).message
 
 
 class GoodBlock(nn.Module):
@@ -356,6 +371,47 @@ class AlphaOne(GoodBlock):
 class NotIdentity(GoodBlock):
     def forward(self, x):
         return x + self.alpha * self.linear(x) + 0.1 * torch.relu(x)
+
+
+class Mixed(GoodBlock):  # (1 - alpha) x + alpha f(x): the identity at 0, linear in alpha
+    def forward(self, x):
+        return (1 - self.alpha) * x + self.alpha * self.linear(torch.relu(x))
+
+
+class NoRelu(GoodBlock):
+    def forward(self, x):
+        return x + self.alpha * self.linear(x)
+
+
+class ReluAfter(GoodBlock):
+    def forward(self, x):
+        return x + self.alpha * torch.relu(self.linear(x))
+
+
+def test_check_skipinit_block_rejects_a_mixed_skip_and_a_misplaced_relu():
+    mixed = checks.check_skipinit_block(Mixed, verbose=False)
+    assert not mixed.passed and "skip path carries x" in mixed.message
+    for block in (NoRelu, ReluAfter):
+        v = checks.check_skipinit_block(block, verbose=False)
+        assert not v.passed and "ReLU" in v.message, block
+    # the probes leave the block as they found it: alpha back at 0, weights restored
+    block = GoodBlock(16).double()
+    before = [p.detach().clone() for p in block.parameters()]
+    assert checks.check_skipinit_block(lambda w: block, verbose=False).passed
+    assert all(torch.equal(p, q) for p, q in zip(block.parameters(), before))
+
+
+def test_check_fixup_exponent():
+    assert checks.check_fixup_exponent(lambda k: 1 / (2 * k - 2), verbose=False).passed
+    for wrong, words in ((lambda k: 1 / (k - 1), "enters twice"),
+                         (lambda k: 1 / (2 * k), "not rescaled"),
+                         (lambda k: 0.5, "1/sqrt(D) for every k"),
+                         (lambda k: -1 / (2 * k - 2), "sign"),
+                         (lambda k: 0.3, "sum it over D branches")):
+        v = checks.check_fixup_exponent(wrong, verbose=False)
+        assert not v.passed and words in v.message, words
+    assert "one number" in checks.check_fixup_exponent(lambda k: "1/2", verbose=False).message
+    assert "raised" in checks.check_fixup_exponent(lambda k: 1 / 0, verbose=False).message
 
 
 def test_check_skipinit_block():
