@@ -218,17 +218,23 @@ def benchmark_backward(shapes: Sequence[Sequence[int]], repeats: int = 41, numbe
 
 
 def format_table(rows: Sequence[Timing], relative_to: str = "compact") -> str:
-    """A plain-text table: one row per shape, milliseconds and times-slower-than ``relative_to``."""
+    """Two plain-text tables, each at most 78 characters wide for up to five methods:
+    milliseconds per call (median round) for every method, then each other method's
+    time over ``relative_to``'s (median of the paired per-round ratios)."""
     if not rows:
         raise ValueError("rows is empty")
     methods = list(rows[0].seconds)
     if relative_to not in methods:
         raise ValueError(f"relative_to must be one of {methods}, got {relative_to!r}")
-    head = f"{'shape':<20}" + "".join(f"{m + ' ms':>13}" for m in methods)
-    head += "".join(f"{m + '/' + relative_to:>19}" for m in methods if m != relative_to)
-    lines = [head, "-" * len(head)]
+    others = [m for m in methods if m != relative_to]
+    lines = ["milliseconds per call (median)",
+             f"{'shape':<18}" + "".join(f"{m:>10}" for m in methods)]
     for row in rows:
-        line = f"{str(row.shape):<20}" + "".join(f"{row.seconds[m] * 1e3:>13.3f}" for m in methods)
-        line += "".join(f"{row.ratio(m, relative_to):>19.2f}" for m in methods if m != relative_to)
-        lines.append(line)
+        lines.append(f"{str(row.shape):<18}"
+                     + "".join(f"{row.seconds[m] * 1e3:>10.3f}" for m in methods))
+    lines += [f"time / {relative_to}'s (median of paired ratios)",
+              f"{'shape':<18}" + "".join(f"{m:>10}" for m in others)]
+    for row in rows:
+        lines.append(f"{str(row.shape):<18}"
+                     + "".join(f"{row.ratio(m, relative_to):>10.2f}" for m in others))
     return "\n".join(lines)

@@ -47,7 +47,8 @@ def test_benchmark_rows_ratios_and_table():
     with pytest.raises(ValueError, match="stat must be"):
         row.ratio("staged", "compact", stat="mean")
     table = timing.format_table(rows)
-    assert "compact ms" in table and "autograd/compact" in table and "(4, 2, 3, 3)" in table
+    assert "milliseconds" in table and "time / compact's" in table and "(4, 2, 3, 3)" in table
+    assert max(len(line) for line in table.splitlines()) <= 78
     with pytest.raises(ValueError, match="relative_to must be one of"):
         timing.format_table(rows, relative_to="numpy")
 
