@@ -148,7 +148,8 @@ WRONG = [  # (lesson, exercise, the wrong answer the lesson shows, the name it m
     ("03-inference/01-conventions", "ex-ch3-pytorch-update", "update_with_biased_var",
      "my_pytorch_update"),
     ("04-placement/04-post-vs-pre", "ex-ch4-preact-block",
-     'lambda width: models.ResidualBlock(width, norm="bn", style="post", branch_layers=2)',
+     'lambda width: models.ResidualBlock(\n        width, norm="bn", style="post", '
+     'branch_layers=2\n    )',
      "PreActBlock"),
 ]
 
