@@ -71,6 +71,16 @@ def _worst_index(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape))
 
 
+def not_a_number(value: object) -> Optional[str]:
+    """What a learner's answer ``value`` is if it is not one number (an int, a float or a
+    one-element tensor), for a verdict; None if it is one (``float(value)`` then works)."""
+    if isinstance(value, torch.Tensor):
+        return None if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return type(value).__name__
+    return None
+
+
 def compare(what: str, got: object, want: torch.Tensor, tol: float, shape_note: str,
             show_expected: bool = True) -> str:
     """Empty string if ``got`` matches ``want``; otherwise what is wrong.

@@ -1,12 +1,12 @@
 """Checks for the covariate-shift topics: saturation, the percentile probe, the noise layer."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
 
-from bnlessons.checks.common import Verdict, call_learner, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, gradable, not_a_number, report
 from bnlessons.covariate_shift import ics, shift
 from bnlessons.covariate_shift.noise import MEAN_RANGE, SAMPLE_RANGE, SAMPLE_STD, SCALE_RANGE
 from bnlessons.models import MLP
@@ -16,15 +16,6 @@ PROBE_TOL = 1e-9
 # (mean, std, threshold) of the Gaussian samples the saturation check uses
 SATURATION_CASES: tuple[tuple[float, float, float], ...] = (
     (3.0, 2.0, 4.0), (0.0, 1.0, 4.0), (-5.0, 0.5, 4.0), (1.0, 3.0, 2.5))
-
-
-def _not_a_number(value: object) -> Optional[str]:
-    """What ``value`` is if it is not one number (an int, a float or a one-element tensor)."""
-    if isinstance(value, torch.Tensor):
-        return None if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return type(value).__name__
-    return None
 
 
 def _saturation_problem(z: torch.Tensor, threshold: float, got: tuple[float, float],
@@ -96,7 +87,7 @@ def check_saturation(fn: Callable, tol: float = SATURATION_TOL,
             return report(Verdict(name, False, "return a pair (fraction, mean_slope) "
                                    f"{note}"), verbose)
         for label, value in zip(("fraction", "mean_slope"), result):
-            what = _not_a_number(value)
+            what = not_a_number(value)
             if what is not None:
                 return report(Verdict(name, False, f"{label} should be one number, got {what} "
                                        f"{note}"), verbose)

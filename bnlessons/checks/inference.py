@@ -11,7 +11,7 @@ from torch import nn
 
 from bnlessons import running_stats
 from bnlessons._validate import reduce_dims, values_per_channel
-from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, not_a_number, report
 from bnlessons.inference.bn_modes import bn_buffers, buffers_changed
 from bnlessons.inference.deploy import fold_linear_bn
 from bnlessons.inference.precise_bn import recompute_bn_stats
@@ -309,12 +309,12 @@ def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdi
             return report(Verdict(name, False, f"your loop changed {', '.join(changed)}: the "
                                    f"model ran in training mode, so BN used batch statistics "
                                    f"and updated its running ones {note}"), verbose)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = float(got)
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
+        what = not_a_number(got)
+        if what is not None:
             return report(Verdict(name, False, f"return the accuracy as a float, got "
-                                   f"{type(got).__name__} {note}"), verbose)
-        if abs(float(got) - want) > 1e-6:  # a float32 mean is exact to about 1e-7
+                                   f"{what} {note}"), verbose)
+        got = float(got)
+        if abs(got - want) > 1e-6:  # a float32 mean is exact to about 1e-7
             chunks = correct.split(batch_size)
             full = n - n % batch_size
             slips = {
@@ -325,10 +325,10 @@ def check_evaluate(fn: Callable, verbose: bool = True, seed: int = 700) -> Verdi
                     float(correct[:full].double().mean()),
                 "that is the error rate, not the accuracy": 1 - want,
             }
-            hint = next((h for h, v in slips.items() if abs(float(got) - v) <= 1e-6),
+            hint = next((h for h, v in slips.items() if abs(got - v) <= 1e-6),
                         "count the examples whose predicted class (argmax of the logits) is "
                         "the label, over every batch, and divide by the number of examples")
-            return report(Verdict(name, False, f"accuracy {float(got):.4f} is wrong {note}: "
+            return report(Verdict(name, False, f"accuracy {got:.4f} is wrong {note}: "
                                    f"{hint}"), verbose)
         problem = _mode_problem(modes, _modes(model), note)
         if problem:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from bnlessons.bn_math import gradcheck
-from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, not_a_number, report
 from bnlessons.placement.dropout import variance_ratio
 
 RATIO_CASES: tuple[tuple[float, float, float], ...] = (
@@ -30,11 +30,10 @@ def check_dropout_variance_ratio(fn: Callable, tol: float = 1e-9, verbose: bool 
         if isinstance(got, Verdict):
             return got
         want = variance_ratio(c, v, p)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = float(got)
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            return report(Verdict(name, False, f"return a number, got {type(got).__name__}"),
-                          verbose)
+        what = not_a_number(got)
+        if what is not None:
+            return report(Verdict(name, False, f"return a number, got {what}"), verbose)
+        got = float(got)
         if abs(got - want) > tol * max(1.0, abs(want)):
             hint = ""
             if abs(got - 1 / p) < 1e-9 * max(1.0, 1 / p) and c != 0:
@@ -364,11 +363,10 @@ def check_weighted_dropout_ratio(fn: Callable, verbose: bool = True, seed: int =
                            note=f"in {where}")
         if isinstance(got, Verdict):
             return got
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = float(got)
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            return report(Verdict(name, False, f"return one number, got "
-                                   f"{type(got).__name__}"), verbose)
+        what = not_a_number(got)
+        if what is not None:
+            return report(Verdict(name, False, f"return one number, got {what}"), verbose)
+        got = float(got)
         want = float(weighted_sum_variance_ratio(w, mean, cov, p))
         if abs(got - want) <= 1e-6 * abs(want):
             continue

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bnlessons._validate import check_int
-from bnlessons.checks.common import Verdict, call_learner, compare, gradable, report
+from bnlessons.checks.common import Verdict, call_learner, compare, gradable, not_a_number, report
 from bnlessons.train import History
 
 PREDICTION_TOL = 1e-8
@@ -298,11 +298,11 @@ def check_fixup_exponent(fn: Callable, depths: Sequence[int] = FIXUP_DEPTHS,
         got = call_learner(name, fn, k, verbose=verbose, note=note)
         if isinstance(got, Verdict):
             return got
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = float(got)
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
+        what = not_a_number(got)
+        if what is not None:
             return report(Verdict(name, False, f"return one number, the exponent p in "
-                                   f"c = D**(-p), got {type(got).__name__} {note}"), verbose)
+                                   f"c = D**(-p), got {what} {note}"), verbose)
+        got = float(got)
         if abs(got - 1 / (2 * k - 2)) <= 1e-12:
             continue
         slips = {
