@@ -145,9 +145,17 @@ PAGE_REPORT = """
       raw.push(node.textContent.slice(0, 60));
     }
   }
+  const clipped = [];
+  for (const el of document.querySelectorAll(
+      'div.cell_output pre, div.output pre, mjx-container[display="true"]')) {
+    if (el.scrollWidth > el.clientWidth + 1) clipped.push(el.textContent.slice(0, 60));
+  }
+  const header = document.querySelector('header#pst-header');
+  const duplicateHeader = !!header && header.offsetHeight > 0;
   const images = Array.from(document.images).map(img => ({
     src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}));
-  return {raw, images, math: document.querySelectorAll('mjx-container').length};
+  return {raw, images, clipped, duplicateHeader,
+          math: document.querySelectorAll('mjx-container').length};
 }
 """
 
@@ -192,6 +200,11 @@ def test_pages_render_offline(built_site, server, browser):
             failures.append(f"{rel}: console errors: {errors[:3]}")
         if report["raw"]:
             failures.append(f"{rel}: raw TeX left on the page: {report['raw'][:3]}")
+        if report["clipped"]:
+            failures.append(f"{rel}: output or equation wider than the column (scrolls "
+                            f"sideways): {report['clipped'][:3]}")
+        if report["duplicateHeader"]:
+            failures.append(f"{rel}: the theme's second, nearly empty header is shown")
         broken = [i["src"] for i in report["images"] if not i["ok"]]
         if broken:
             failures.append(f"{rel}: images that did not load: {broken[:3]}")
