@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from bnlessons import checks, reference  # noqa: E402
 from bnlessons.bn_math.diagrams import draw_graph  # noqa: E402
 
-from conftest import staged_backward  # noqa: E402
+from conftest import by_hand, staged_backward  # noqa: E402
 
 
 def test_staged_check_passes_a_correct_backward(capsys):
@@ -47,8 +47,8 @@ def test_staged_check_other_failures():
 
 
 def test_dx_properties():
-    assert checks.check_dx_properties(reference.forward, reference.backward, verbose=False)
-    assert checks.check_dx_properties(reference.forward, reference.backward_staged,
+    assert checks.check_dx_properties(reference.forward, by_hand(reference.backward), verbose=False)
+    assert checks.check_dx_properties(reference.forward, by_hand(reference.backward_staged),
                                       shapes=checks.SHAPES_4D, verbose=False)
 
     def no_mean_term(dout, cache):
