@@ -2,16 +2,20 @@
 
 Cost: each of the 16 lessons with exercises runs once as its untouched student notebook,
 cut after its last graded cell (two lessons to a command-line call, so that the calls
-can run side by side), and three more lessons run once with a wrong answer substituted.
+can run side by side), three more lessons run once with a wrong answer substituted, and
+two quick lessons run three times between them as crafted submissions (a replaced check,
+a replaced Verdict and require, the package's own answer handed in, an answer retyped in
+a new cell, a notebook without cell ids, a deleted answer).
 The wrong answers are the ones the lessons themselves show failing their check, one per
 chapter 2, 3 and 4 (the first two in lessons with a second exercise, which must keep its
 marks); the first also replaces its check cell with ``pass``. Run All is tried on the
 student notebooks that fall back to the reference after a check. That the lessons
 themselves get full marks is read from the run that strict nbval makes of every lesson
-(its outputs are the stored ones, or nbval fails): the grader would run exactly the
-lesson's code cells, so it scores the stored outputs. Last, nbgrader itself (in a
-throwaway environment under _build/ that sees .venv's packages) generates and
-autogrades one lesson.
+(its outputs are the stored ones, or nbval fails): the grader runs exactly the lesson's
+code cells, with each check and its hidden tests from their exact sources through the
+guard; the guard's verdict on the lessons' answers is tried on the real runs. Last,
+nbgrader itself (in a throwaway environment under _build/ that sees .venv's packages)
+generates and autogrades one lesson.
 """
 from __future__ import annotations
 
@@ -28,7 +32,13 @@ import pytest
 from nbclient import NotebookClient
 
 from bnlessons.coursework import build_coursework, exercises, grade
-from bnlessons.coursework.grade import _error, _score, _written, grading_notebook
+from bnlessons.coursework.grade import (
+    _error,
+    _text,
+    _written,
+    grading_notebook,
+    sources_digest,
+)
 from bnlessons.coursework.lesson import lesson_paths
 
 pytestmark = pytest.mark.slow
@@ -80,39 +90,46 @@ NOT_RUN_THE_SAME = ("nbval-skip", "skip-execution", "raises-exception")
 
 @pytest.mark.parametrize("path", GRADED, ids=[p.stem for p in GRADED])
 def test_the_lessons_themselves_get_full_marks(path):
-    """The grader's scores of the lesson's own run, read from its stored outputs.
-
-    Strict nbval (book/ in the same test command) runs every cell of the lesson in the
-    course kernel and fails unless each output equals the stored one. The grading
-    notebook of the lesson itself, with its own answers, runs the same code cells in the
-    same order in the same kernel (checked here), so its outputs are the stored ones and
-    the grader's verdicts follow from them."""
+    """The grading notebook of a lesson, graded with its own answers, runs the lesson's code
+    cells as they are, each check and its hidden tests through the guard from their exact
+    sources; the lesson's stored outputs, which strict nbval (book/ in the same test
+    command) reproduces cell by cell, show every check passing and no hidden test raising.
+    That the guard itself passes the lessons' answers is tried on real runs below (three
+    lessons with one wrong answer each, 02/01 without cell ids)."""
     lesson = nbformat.read(path, 4)
     name = path.relative_to(BOOK).with_suffix("").as_posix()
     nb, found = grading_notebook(lesson, lesson, name)
+    assert nb.metadata["coursework"] == {"warnings": {}, "notes": []}
     written = [_written(ex, lesson) for ex in found if ex.written]
     assert all(r.status == "manual" and r.points is None for r in written)
     if not any(ex.graded for ex in found):  # written answers only: nothing is run
         assert written and nb.cells == []
         return
-    stored = {c.id: c for c in lesson.cells}
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    last = max(i for i, c in enumerate(lesson.cells) if c.id == code[-1].id)
-    ran = [c for c in lesson.cells[:last + 1] if c.cell_type == "code"]
-    assert [(c.id, c.source) for c in code] == [(c.id, c.source) for c in ran], \
-        "the grading notebook no longer runs the lesson's code cells as they are"
-    for cell in ran:
+    checks_at = {ex.check_cell: ex for ex in found if ex.graded}
+    hidden_at = {ex.hidden_cell for ex in found if ex.graded}
+    last = max(hidden_at)
+    want = []
+    for i, cell in enumerate(lesson.cells[:last + 1]):
+        if cell.cell_type != "code" or i in hidden_at:
+            continue
+        if i in checks_at:
+            ex = checks_at[i]
+            want.append(("graded", sources_digest(cell.source,
+                                                  lesson.cells[ex.hidden_cell].source)))
+        else:
+            want.append((cell.id, cell.source))
         tags = set(cell.metadata.get("tags", []))
         assert not tags & set(NOT_RUN_THE_SAME), (cell.id, tags)
-    for cell in code:
-        cell.outputs = stored[cell.id].outputs
-        cell.execution_count = stored[cell.id].execution_count
-    errors = [_error(c) for c in code if c.metadata.get("coursework", {}).get("role")
-              not in ("check", "hidden")]
-    assert not any(errors), errors
-    results = [_score(ex, nb, ran=True) for ex in found if ex.graded]
-    assert results and all(r.status == "pass" for r in results), results
-    assert sum(r.points for r in results) == sum(r.max_points for r in results) > 0
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata["coursework"]["role"] == "guard"
+    got = [("graded", c.metadata["coursework"]["sources"])
+           if c.metadata.get("coursework", {}).get("role") == "graded" else (c.id, c.source)
+           for c in code[1:]]
+    assert got == want, "the grading notebook no longer runs the lesson's code cells as they are"
+    for ex in checks_at.values():
+        check, hidden = lesson.cells[ex.check_cell], lesson.cells[ex.hidden_cell]
+        assert "[PASS]" in _text(check, "stdout") and _error(check) is None, ex.label
+        assert _error(hidden) is None, ex.label
 
 
 FALLBACKS = [p for p in GRADED if "checks.passed_or(" in p.read_text()]
@@ -257,3 +274,91 @@ def test_nbgrader_generate_and_autograde_round_trip(tmp_path):
     solved, blank = scores["solved"], scores["blank"]
     assert solved[1] > 0 and solved == (solved[1], solved[1]), scores
     assert blank == (0.0, solved[1]), scores
+
+
+CONVENTIONS = "03-inference/01-conventions"
+
+
+def solved(lesson: str, student: Path) -> tuple[nbformat.NotebookNode, dict]:
+    """The student notebook of ``lesson`` with every answer cell holding the lesson's answer,
+    and the lesson's exercises by label."""
+    nb = nbformat.read(BOOK / f"{lesson}.ipynb", 4)
+    found = {ex.label: ex for ex in exercises(nb)}
+    submission = nbformat.read(student / f"{lesson}.ipynb", 4)
+    by_id = {c.id: c for c in submission.cells}
+    for ex in found.values():
+        for i in ex.solution_cells:
+            by_id[nb.cells[i].id].source = nb.cells[i].source
+    return submission, {label: (ex, nb.cells[ex.solution_cells[0]])
+                        for label, ex in found.items() if ex.solution_cells}
+
+
+def results(submission: nbformat.NotebookNode, tmp_path: Path, name: str, seed=None) -> dict:
+    path = tmp_path / name
+    nbformat.write(submission, path)
+    report = grade(path, BOOK, seed=seed)
+    assert report.lesson_errors == [], report.lines()
+    return {r.label: r for r in report.results if r.kind == "code"}, report
+
+
+def test_a_replaced_check_scores_0_and_a_retyped_answer_counts(student, tmp_path):
+    submission, found = solved(CONVENTIONS, student)
+    cells = {c.id: c for c in submission.cells}
+    cells[found["ex-ch3-cs231n-update"][1].id].source = (
+        "def my_cs231n_update(running_mean, running_var, x, momentum):\n"
+        "    return running_mean, running_var\n\n\n"
+        "checks.check_cs231n_update = lambda fn, **kw: checks.Verdict(\n"
+        "    'check_cs231n_update', True, 'all good')")
+    answer = cells[found["ex-ch3-pytorch-update"][1].id]
+    submission.cells.remove(answer)  # the stub cell deleted, the answer typed in a new cell
+    submission.cells.insert(3, nbformat.v4.new_code_cell(answer.source))
+    scores, report = results(submission, tmp_path, "01-conventions.ipynb", seed=11)
+    tampered = scores["ex-ch3-cs231n-update"]
+    assert (tampered.points, tampered.status) == (0.0, "tampered"), report.lines()
+    assert "bnlessons.checks.check_cs231n_update" in tampered.message
+    assert report.flagged == ["ex-ch3-cs231n-update"]
+    retyped = scores["ex-ch3-pytorch-update"]
+    assert (retyped.points, retyped.status) == (1.0, "pass"), report.lines()
+    assert "defines my_pytorch_update" in retyped.warning
+    assert report.seed == 11
+
+
+def test_handing_in_the_packages_answer_or_replacing_verdict_scores_0(student, tmp_path):
+    submission, found = solved(CONVENTIONS, student)
+    cells = {c.id: c for c in submission.cells}
+    cells[found["ex-ch3-pytorch-update"][1].id].source = (  # the first of the two
+        "from bnlessons import running_stats\n\n\n"
+        "def my_pytorch_update(running_mean, running_var, num_batches_tracked, x, momentum):\n"
+        "    return running_stats.pytorch_update(running_mean, running_var,\n"
+        "                                        num_batches_tracked, x, momentum)")
+    cells[found["ex-ch3-cs231n-update"][1].id].source = (
+        "import bnlessons.checks.common\n\n\n"
+        "class Verdict(bnlessons.checks.common.Verdict):\n"
+        "    passed = True\n\n\n"
+        "bnlessons.checks.common.Verdict = checks.Verdict = Verdict\n"
+        "checks.require = lambda *verdicts: None\n\n\n"
+        "def my_cs231n_update(running_mean, running_var, x, momentum):\n"
+        "    return running_mean, running_var")
+    scores, report = results(submission, tmp_path, "01-conventions.ipynb")
+    delegated = scores["ex-ch3-pytorch-update"]
+    assert (delegated.points, delegated.status) == (0.0, "fail"), report.lines()
+    assert "calls the package's own bnlessons.running_stats.pytorch_update" in \
+        delegated.message
+    faked = scores["ex-ch3-cs231n-update"]
+    assert (faked.points, faked.status) == (0.0, "tampered"), report.lines()
+    assert "Verdict" in faked.message and "require" in faked.message and report.total == 0
+
+
+def test_a_notebook_without_cell_ids_and_a_deleted_answer(student, tmp_path):
+    submission, found = solved("02-bn-math/01-forward-from-scratch", student)
+    submission.cells = [c for c in submission.cells
+                        if c.id != found["ex-ch2-per-channel"][1].id]  # no answer at all
+    submission.nbformat_minor = 4
+    for cell in submission.cells:
+        del cell["id"]
+    scores, report = results(submission, tmp_path, "01-forward-from-scratch.ipynb")
+    assert (scores["ex-forward-by-hand"].points, scores["ex-forward-by-hand"].status) == \
+        (1.0, "pass"), report.lines()
+    missing = scores["ex-ch2-per-channel"]
+    assert (missing.points, missing.status) == (0.0, "TODO"), report.lines()
+    assert "no answer found" in missing.warning and "no cell ids" in report.notes[0]
