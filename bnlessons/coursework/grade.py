@@ -317,7 +317,8 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
     student = student_notebook(lesson_nb, lesson)
     answers = find_answers(lesson_nb, submission, found)
     role = cell_roles(found)
-    graded = [i for ex in found for i in (ex.check_cell, ex.hidden_cell) if i is not None]
+    graded = [i for ex in found if ex.graded for i in (ex.check_cell, ex.hidden_cell)
+              if i is not None]
     stop = max(graded) if graded else -1
     stubs = {c.get("id"): c for c in student.cells}
     imports = _imports(lesson_nb)
@@ -334,6 +335,8 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
             answer = _clean(cell)
             answer.source = answers.code.get(i, stubs[cell.get("id")].source)
             cells.append(_mark(answer, ex.label, "answer"))
+        elif kind in ("check", "hidden") and not ex.graded:
+            continue  # a written question's check is the learner's, and scores nothing
         elif kind == "check":
             check = cell.source
             hidden = lesson_nb.cells[ex.hidden_cell].source if ex.hidden_cell is not None else ""

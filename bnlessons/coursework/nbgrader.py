@@ -98,6 +98,10 @@ def source_notebook(nb: NotebookNode, lesson: str) -> NotebookNode:
             suffix = f"-{n + 1}" if len(ex.solution_cells) > 1 else ""
             out.metadata["nbgrader"] = meta(f"{ex.label}-solution{suffix}", solution=True)
             cells.append(out)
+        elif kind == "check" and not ex.graded:
+            out = _clean(cell)  # a written question's check: the learner's, worth nothing
+            out.source = check_source(cell.source)
+            cells.append(out)
         elif kind == "check":
             out = _clean(cell)
             hidden = nb.cells[ex.hidden_cell].source if ex.hidden_cell is not None else ""

@@ -164,3 +164,15 @@ def test_a_folder_of_submissions_gives_one_csv_and_one_file_of_answers(tmp_path)
         ("bob", "ex-a", "0", "tampered"), ("bob", "ex-why", "", "manual")]
     text = (tmp_path / "answers.md").read_text()
     assert long.strip() in text and "### bob" in text and "*(no answer)*" in text
+
+
+def test_a_written_questions_check_scores_nothing():
+    lesson = nbformat.read(BOOK / "02-bn-math/02-backward.ipynb", 4)
+    found = {ex.label: ex for ex in exercises(lesson)}
+    why = found["ex-ch2-why-sum-zero"]
+    assert why.written and why.check_cell is not None and not why.graded
+    nb, _ = grading_notebook(lesson, lesson, "02-bn-math/02-backward")
+    labels = [c.metadata["coursework"]["label"] for c in nb.cells
+              if c.metadata.get("coursework", {}).get("role") == "graded"]
+    assert labels == ["ex-ch2-staged-backward", "ex-ch2-compact-backward"]
+    assert lesson.cells[why.check_cell].source not in "".join(c.source for c in nb.cells)
