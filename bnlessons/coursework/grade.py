@@ -336,7 +336,7 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
             answer.source = answers.code.get(i, stubs[cell.get("id")].source)
             cells.append(_mark(answer, ex.label, "answer"))
         elif kind in ("check", "hidden") and not ex.graded:
-            continue  # a written question's check is the learner's, and scores nothing
+            pass  # a written question's check is the learner's, and scores nothing
         elif kind == "check":
             check = cell.source
             hidden = lesson_nb.cells[ex.hidden_cell].source if ex.hidden_cell is not None else ""
@@ -355,8 +355,7 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
             pass  # run by the guard with the check
         elif kind == "lesson":
             cells.append(_clean(cell))
-        else:
-            continue
+        # (the solution gate's markdown is left out)
         cells.extend(answers.added.pop(i, []))
     for cell in cells:
         cell.metadata.pop("tags", None)  # nothing is skipped or expected to raise
