@@ -42,6 +42,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
+from bnlessons._validate import check_int
 from bnlessons.coursework.guard import read_signed
 from bnlessons.coursework.lesson import (
     Exercise,
@@ -325,7 +326,7 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
     cells: list[NotebookNode] = []
     if stop >= 0:
         arm = nbformat.v4.new_code_cell(f"import bnlessons.coursework.guard as {GUARD}\n"
-                                        f"{GUARD}.arm({key_file!r})")
+                                        f"{GUARD}.arm({key_file!r}, globals())")
         arm.id = "bnlessons-guard-arm"
         cells.append(_mark(arm, "", "guard"))
     cells.extend(answers.added.pop(-1, []))
@@ -439,8 +440,8 @@ def grade(path: Union[str, Path], book: Union[str, Path], cell_timeout: int = CE
     if isinstance(cell_timeout, bool) or not isinstance(cell_timeout, int) or cell_timeout <= 0:
         raise ValueError(f"cell_timeout must be a positive number of seconds, got "
                          f"{cell_timeout!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None:
+        check_int(seed, "seed", 0)
     submission = read(path)
     if lesson is not None:
         lesson_path = book / f"{lesson}.ipynb"

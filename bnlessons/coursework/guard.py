@@ -132,22 +132,20 @@ def changed(baseline: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(k for k, v in baseline.items() if now.get(k, object()) != v)
 
 
-def arm(key_file: str, namespace: Optional[dict] = None) -> None:
+def arm(key_file: str, namespace: dict) -> None:
     """Record the fingerprint and keep the key; the grader runs this in the kernel first.
 
-    The checks run in ``namespace``, by default the IPython kernel's user namespace."""
+    The checks run in ``namespace``: the kernel's, ``globals()`` of the cell that arms."""
     if _state:
         raise RuntimeError("the guard is already armed in this kernel")
     with open(key_file, "rb") as f:
         key = f.read()
     os.remove(key_file)
-    from IPython import get_ipython
-
     import bnlessons.checks  # noqa: F401 - the checks, and what they import, are watched
     from bnlessons import _own_work
     from bnlessons.checks.common import Verdict
 
-    user_ns = namespace if namespace is not None else get_ipython().user_ns
+    user_ns = namespace
     out = sys.stdout
     baseline = fingerprint()
     counter = [0]

@@ -59,7 +59,7 @@ def test_the_grading_notebook_keeps_the_checks_and_takes_only_the_answers():
     assert "pass" not in sources and "helper = 1" in sources
     assert sources[0].startswith("import bnlessons.coursework.guard as")  # armed first
     for ex in found:
-        (run,) = [c for c in nb.cells if c.metadata["coursework"] == {
+        (run,) = [c for c in nb.cells if c.metadata.get("coursework") == {
             "label": ex.label, "role": "graded", "sources": sources_digest(
                 lesson.cells[ex.check_cell].source, lesson.cells[ex.hidden_cell].source)}]
         assert repr(lesson.cells[ex.check_cell].source) in run.source

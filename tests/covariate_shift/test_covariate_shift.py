@@ -167,7 +167,7 @@ def test_ics_bad_input():
 # ---------------------------------------------------------------- noise.py
 
 def test_noise_layer_passes_its_check_and_is_an_expectation_in_eval():
-    assert checks.check_noise_layer(noise.ShiftScaleNoise, verbose=False).passed
+    assert checks.check_noise_layer(by_hand(noise.ShiftScaleNoise), verbose=False).passed
     layer = noise.ShiftScaleNoise().eval()
     a = torch.randn(5, 3, 2, 2)
     assert torch.equal(layer(a), 1.125 * a)
@@ -294,12 +294,12 @@ def test_checks_name_what_is_wrong():
 
     v = checks.check_percentile_probe(forgets_eval, verbose=False)
     assert not v and "running statistics" in v.message
-    v = checks.check_percentile_probe(lambda m, x, mod: ics.percentile_probe(m, x, mod).T,
+    v = checks.check_percentile_probe(lambda m, x, mod: by_hand(ics.percentile_probe)(m, x, mod).T,
                                       verbose=False)
     assert not v and "transposed" in v.message
 
     def always_train(model, x, module):
-        out = ics.percentile_probe(model, x, module)
+        out = by_hand(ics.percentile_probe)(model, x, module)
         model.train()
         return out
 
