@@ -313,9 +313,10 @@ def test_checks_name_what_is_wrong():
     v = checks.check_percentile_probe(hooks_the_output, verbose=False)
     assert not v and "output" in v.message and "inputs[0]" in v.message
 
-    v = checks.check_noise_layer(lambda: noise.ShiftScaleNoise(mean_range=1.0), verbose=False)
+    own_noise = by_hand(noise.ShiftScaleNoise)
+    v = checks.check_noise_layer(lambda: own_noise(mean_range=1.0), verbose=False)
     assert not v and "mu" in v.message
-    v = checks.check_noise_layer(lambda: noise.ShiftScaleNoise(sample_std=0.3), verbose=False)
+    v = checks.check_noise_layer(lambda: own_noise(sample_std=0.3), verbose=False)
     assert not v and "N(sigma, 0.1)" in v.message
     v = checks.check_noise_layer(torch.nn.Identity, verbose=False)
     assert not v
