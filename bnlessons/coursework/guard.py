@@ -1,13 +1,14 @@
 """The grader's side of the kernel a submission runs in: checks that cannot be faked.
 
 A submission's code runs in the same kernel as the checks, so anything it can
-reach (a check, ``Verdict``, ``require``, the package's answers, torch) it can
+reach (a check, ``Verdict``, ``require``, the package's answers) it can
 replace. The grader does not read a verdict the kernel prints. Instead:
 
 - :func:`arm` runs first, before any lesson or submission code: it imports the
-  checks, records a fingerprint of every function and class they rest on (the
-  package's modules, the parts of torch and the standard library they call)
-  and reads the run's secret key from a file, which it deletes;
+  checks, records a fingerprint of what a verdict rests on (:func:`fingerprint`:
+  every name the checks, the refusals and the guard bind, and the package's own
+  functions and classes, each by identity and code object) and reads the run's
+  secret key from a file, which it deletes;
 - every exercise's check and hidden tests run through :func:`graded`, which
   binds the names the check uses (``checks``, ``reference``) to the modules the
   lesson imports, compares the fingerprint before and after, and prints one
@@ -17,10 +18,12 @@ replace. The grader does not read a verdict the kernel prints. Instead:
 The grader accepts only a correctly signed line from the exercise's own cell;
 a changed fingerprint scores 0 and names what was replaced; no line (output
 hidden, cell rewritten, kernel dead) scores 0 too. This defends against a
-submission that replaces or wraps what the checks use; it is not a sandbox:
-code that digs the key out of this module's closures, or attacks the machine,
-is out of its reach, so grade on a machine or container where running the
-submissions is acceptable.
+submission that replaces or wraps what the checks use; it is not a sandbox.
+Torch and the standard library are not watched (lessons, and PyTorch itself,
+change their attributes as they run), so a submission that replaces a torch
+function the checks call is not caught; nor is code that digs the key out of
+this module's closures, or attacks the machine. Grade on a machine or
+container where running the submissions is acceptable.
 """
 from __future__ import annotations
 
@@ -35,14 +38,12 @@ import sys
 import types
 from typing import Any, Callable, Optional, Sequence
 
-#: Modules outside the package whose functions the checks call.
-WATCHED = ("math", "copy", "functools", "inspect", "contextlib", "importlib",
-           "json", "hmac", "hashlib", "torch", "torch.nn", "torch.nn.functional", "torch.linalg",
-           "torch.autograd", "torch.func", "torch.random")
-#: Classes outside the package whose methods the checks call.
-WATCHED_CLASSES = ("torch.Tensor", "torch.nn.Module", "torch.nn.Parameter", "torch.Generator")
+#: The modules a verdict is computed by: the checks, the refusals and the guard itself. Every
+#: name they bind is watched (the functions and classes they define, the modules, functions
+#: and constants they import or hold), so that a replaced binding is seen.
+VERDICT_MODULES = ("bnlessons.checks", "bnlessons._own_work", "bnlessons.coursework.guard")
 SIGNED_PREFIX = "[GRADED] "
-CONSTANTS = (int, float, str, bytes, bool, frozenset)
+CONSTANTS = (int, float, str, bytes, bool, frozenset, tuple, type(None))
 #: The built-ins the checks and the guard call (IPython sets and removes others as cells run).
 BUILTINS = ("exec", "compile", "print", "isinstance", "issubclass", "type", "getattr", "setattr",
             "hasattr", "callable", "len", "abs", "max", "min", "sum", "any", "all", "range", "zip",
@@ -64,32 +65,48 @@ def _closure_ids(fn: types.FunctionType) -> tuple:
 
 
 def _function_print(fn: types.FunctionType) -> tuple:
+    """A function by what decides what it does: itself, its code, its defaults, the objects
+    its closure holds and the namespace it looks names up in."""
     return (id(fn), id(fn.__code__), id(fn.__defaults__), id(fn.__kwdefaults__),
             _closure_ids(fn), id(fn.__globals__))
 
 
-def _entry(value: Any) -> Any:
-    """What the fingerprint keeps of one name's value (None: not watched)."""
+def _own(value: Any) -> bool:
+    """Whether ``value`` is a function, class or module of the package (not torch's, say)."""
+    if isinstance(value, types.ModuleType):
+        name = value.__name__
+    elif isinstance(value, (types.FunctionType, type)):
+        name = getattr(value, "__module__", None) or ""
+    else:
+        return False
+    return name == "bnlessons" or name.startswith("bnlessons.")
+
+
+def _entry(value: Any, constants: bool) -> Any:
+    """What the fingerprint keeps of one name's value (None: not watched). Functions by
+    :func:`_function_print`, everything else callable by identity; constants (``constants``)
+    by value."""
     if isinstance(value, types.FunctionType):
         return _function_print(value)
-    if isinstance(value, (types.BuiltinFunctionType, types.ModuleType, type)):
-        return id(value)
     if isinstance(value, (staticmethod, classmethod)):
         inner = value.__func__
         return (id(value), _function_print(inner) if isinstance(inner, types.FunctionType)
                 else id(inner))
     if isinstance(value, property):
-        return (id(value), id(value.fget), id(value.fset))
-    if callable(value):
+        return (id(value), id(value.fget), id(value.fset), id(value.fdel))
+    if isinstance(value, types.ModuleType) or callable(value):
         return id(value)
-    if isinstance(value, CONSTANTS):
-        return ("value", value)
+    if constants and isinstance(value, CONSTANTS):
+        return ("value", id(value), repr(value))
     return None
 
 
+def _verdict_module(name: str) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in VERDICT_MODULES)
+
+
 def _watched_modules() -> list[tuple[str, types.ModuleType]]:
-    names = [n for n in list(sys.modules) if n == "bnlessons" or n.startswith("bnlessons.")]
-    names += [n for n in WATCHED if n in sys.modules]
+    names = sorted(n for n in list(sys.modules) if n == "bnlessons" or n.startswith("bnlessons."))
     return [(n, sys.modules[n]) for n in names if isinstance(sys.modules.get(n), types.ModuleType)]
 
 
@@ -97,33 +114,38 @@ def _class_entries(prefix: str, cls: type, out: dict[str, Any]) -> None:
     for key, value in list(vars(cls).items()):
         if key in ("__dict__", "__weakref__", "__doc__", "_abc_impl"):
             continue
-        entry = _entry(value)
-        if entry is not None and not (isinstance(entry, tuple) and entry[:1] == ("value",)):
+        entry = _entry(value, constants=False)
+        if entry is not None:
             out[f"{prefix}.{key}"] = entry
 
 
 def fingerprint() -> dict[str, Any]:
-    """Every watched function, class, method and constant, by what identifies it."""
+    """What a verdict rests on, each by what identifies it.
+
+    In the checks, the refusals and the guard (:data:`VERDICT_MODULES`): every name a
+    module binds, and the checks' tables by their contents. Elsewhere in the package: the
+    package's own functions, classes and modules that a module binds (the reference
+    implementations the checks compare with); what it binds from elsewhere (torch, the
+    standard library) is not watched, since lessons and PyTorch itself change those as
+    they run. Classes the package defines are watched method by method, each module also
+    by its entry in ``sys.modules``.
+    """
     out: dict[str, Any] = {f"builtins.{k}": id(getattr(builtins, k, None)) for k in BUILTINS}
     for name, module in _watched_modules():
         out[f"sys.modules[{name!r}]"] = id(module)
-        own = name == "bnlessons" or name.startswith("bnlessons.")
+        everything = _verdict_module(name)
         for key, value in list(vars(module).items()):
-            if key.startswith("__"):
+            if key.startswith("__") or not (everything or _own(value)):
                 continue
-            entry = _entry(value)
-            # constants are watched in the checks only: other modules may keep settings
-            if entry is None or (isinstance(entry, tuple) and entry[:1] == ("value",)
-                                 and not name.startswith("bnlessons.checks")):
+            entry = _entry(value, constants=everything)
+            if entry is None and name.startswith("bnlessons.checks") and \
+                    isinstance(value, (dict, list, set)):
+                entry = ("value", id(value), repr(value))  # the checks' tables of hints
+            if entry is None:
                 continue
             out[f"{name}.{key}"] = entry
-            if own and isinstance(value, type) and value.__module__ == name:
+            if isinstance(value, type) and value.__module__ == name:
                 _class_entries(f"{name}.{key}", value, out)
-    for dotted in WATCHED_CLASSES:
-        module, _, attr = dotted.rpartition(".")
-        cls = getattr(sys.modules.get(module), attr, None)
-        if isinstance(cls, type):
-            _class_entries(dotted, cls, out)
     return out
 
 
@@ -148,6 +170,8 @@ def arm(key_file: str, namespace: dict) -> None:
     user_ns = namespace
     out = sys.stdout
     baseline = fingerprint()
+    # the guard's own helpers as they are now (the fingerprint also watches their names)
+    watch, diff, outcome = fingerprint, changed, _outcome
     counter = [0]
     hmac_new, sha256, dumps, b64 = hmac.new, hashlib.sha256, json.dumps, base64.b64encode
     import_module = importlib.import_module
@@ -170,7 +194,7 @@ def arm(key_file: str, namespace: dict) -> None:
         counter[0] += 1
         result: dict[str, Any] = {"label": label, "n": counter[0],
                                   "sources": sha256((check + "\0" + hidden).encode()).hexdigest()}
-        before = changed(baseline, fingerprint())
+        before = diff(baseline, watch())
         if before or _own_work._run is not None:
             result.update(status="tampered", replaced=before or ["bnlessons._own_work._run"])
         else:
@@ -179,12 +203,12 @@ def arm(key_file: str, namespace: dict) -> None:
             check_error = run(check, f"<check {label}>")
             verdict = user_ns.get("verdict")
             hidden_error = run(hidden, f"<hidden tests {label}>") if hidden else None
-            after = changed(baseline, fingerprint())
+            after = diff(baseline, watch())
             if after or _own_work._run is not None:
                 result.update(status="tampered",
                               replaced=after or ["bnlessons._own_work._run"])
             else:
-                result.update(_outcome(verdict, Verdict, check_error, hidden_error))
+                result.update(outcome(verdict, Verdict, check_error, hidden_error))
         payload = b64(dumps(result, sort_keys=True).encode()).decode()
         mac = hmac_new(key, payload.encode(), "sha256").hexdigest()
         out.write(f"\n{SIGNED_PREFIX}{payload} {mac}\n")

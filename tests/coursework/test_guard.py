@@ -1,11 +1,14 @@
 """The guard and the package's refusals, without a notebook: a submission that replaces what
 the checks rest on, or hands in the package's own answer, gets no marks for it.
 
-The guard's tests run in a fresh interpreter each (the guard arms once per process and the
-submissions replace parts of the package), with a dict as the kernel's namespace.
+The guard's tests run each in a process of its own (the guard arms once per process and the
+submissions replace parts of the package), forked from one that has imported torch and the
+checks, with a dict as the kernel's namespace.
 """
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -24,6 +27,7 @@ from bnlessons.models import ResidualBlock
 from bnlessons.placement import dropout
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.probes import saturation
+from bnlessons.residual import fixup
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -37,30 +41,73 @@ CHECK = "verdict = checks.check_cs231n_update(mine)\nassert verdict.passed"
 HIDDEN = "checks.require(checks.check_cs231n_update(mine, seed=5, verbose=False))"
 
 
-def graded(tmp_path: Path, answer: str, label: str = "ex") -> list[dict]:
-    """Arm the guard in a fresh interpreter, run ``answer`` as the submission, then the check
-    through the guard; the signed results it printed."""
-    (tmp_path / "key").write_bytes(KEY)
-    script = textwrap.dedent(f"""
-        from bnlessons.coursework import guard
-        ns = {{}}
-        exec("from bnlessons import checks", ns)
-        guard.arm({str(tmp_path / "key")!r}, ns)
-        exec({answer!r}, ns)
-        from bnlessons.coursework import guard as g
-        g.graded({label!r}, {CHECK!r}, {HIDDEN!r}, [("checks", "bnlessons", "checks")])
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert not (tmp_path / "key").exists()  # the guard deletes the key once read
-    return read_signed(done.stdout, KEY)
+#: A process that has imported torch and the checks once, and runs each script it is sent in
+#: a child of its own (forked, so each starts from that state, with the guard not yet armed).
+FORKER = textwrap.dedent("""
+    import json, os, signal, sys, traceback
+    import torch
+    import bnlessons.checks, bnlessons.coursework.guard
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(120)
+            sys.stdout = open(job["out"], "w")
+            sys.stderr = open(job["out"] + ".err", "w")
+            rc = 0
+            try:
+                exec(job["script"], {})
+            except BaseException:
+                traceback.print_exc()
+                rc = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+""")
 
 
-def test_a_correct_answer_passes_and_a_wrong_one_fails(tmp_path):
-    (ok,) = graded(tmp_path, CORRECT)
+@pytest.fixture(scope="module")
+def forker():
+    proc = subprocess.Popen([sys.executable, "-c", FORKER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+@pytest.fixture
+def graded(forker, tmp_path):
+    """``graded(answer)``: arm the guard in a process of its own, run ``answer`` as the
+    submission, then the check through the guard; the signed results it printed."""
+
+    def run(answer: str, label: str = "ex") -> list[dict]:
+        (tmp_path / "key").write_bytes(KEY)
+        script = textwrap.dedent(f"""
+            from bnlessons.coursework import guard
+            ns = {{}}
+            exec("from bnlessons import checks", ns)
+            guard.arm({str(tmp_path / "key")!r}, ns)
+            exec({answer!r}, ns)
+            from bnlessons.coursework import guard as g
+            g.graded({label!r}, {CHECK!r}, {HIDDEN!r}, [("checks", "bnlessons", "checks")])
+        """)
+        out = tmp_path / "out"
+        forker.stdin.write(json.dumps({"script": script, "out": str(out)}) + "\n")
+        forker.stdin.flush()
+        rc = forker.stdout.readline().strip()
+        assert rc == "0", (rc, Path(f"{out}.err").read_text()[-2000:])
+        assert not (tmp_path / "key").exists()  # the guard deletes the key once read
+        return read_signed(out.read_text(), KEY)
+
+    return run
+
+
+def test_a_correct_answer_passes_and_a_wrong_one_fails(graded):
+    (ok,) = graded(CORRECT)
     assert ok["status"] == "pass" and ok["label"] == "ex"
-    (wrong,) = graded(tmp_path, "def mine(rm, rv, x, m):\n    return rm, rv")
+    (wrong,) = graded("def mine(rm, rv, x, m):\n    return rm, rv")
     assert wrong["status"] == "fail" and "running_mean is off" in wrong["message"]
 
 
@@ -77,20 +124,42 @@ def test_a_correct_answer_passes_and_a_wrong_one_fails(tmp_path):
     ("import bnlessons.checks.common as cc\ncc.Verdict.__bool__ = lambda self: True",
      "bnlessons.checks.common.Verdict.__bool__"),
     ("import bnlessons._own_work as o\no.refuse = lambda *a: None", "bnlessons._own_work.refuse"),
-    ("import torch\ntorch.isfinite = lambda t: torch.ones_like(t, dtype=torch.bool)",
-     "torch.isfinite"),
+    ("import bnlessons.checks.common as cc\ncc.require.__code__ = (lambda *v: None).__code__",
+     "bnlessons.checks.common.require"),
+    ("import bnlessons.running_stats as r\nr.blend = lambda *a, **k: a[0]",
+     "bnlessons.running_stats.blend"),
+    ("import bnlessons.coursework.guard as g\n"
+     "g._outcome = lambda *a: {'status': 'pass', 'message': 'ok'}",
+     "bnlessons.coursework.guard._outcome"),
 ])
-def test_replacing_what_the_checks_rest_on_is_flagged(tmp_path, replacement, replaced):
-    (result,) = graded(tmp_path, "def mine(rm, rv, x, m):\n    return rm, rv\n" + replacement)
+def test_replacing_what_the_checks_rest_on_is_flagged(graded, replacement, replaced):
+    (result,) = graded("def mine(rm, rv, x, m):\n    return rm, rv\n" + replacement)
     assert result["status"] == "tampered", result
     assert replaced in result["replaced"], result
 
 
-def test_a_replaced_guard_cannot_sign(tmp_path):
+def test_a_correct_answer_that_uses_torch_freely_is_not_flagged(graded):
+    """Lessons and answers seed torch, make tensors and reach parts of torch that change
+    torch's own attributes (importing ``torch._dynamo`` wraps ``torch.manual_seed``): none of
+    that is tampering."""
+    answer = CORRECT + textwrap.dedent("""
+        import torch
+        import torch._dynamo  # noqa: F401 - replaces torch.manual_seed by a wrapper
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+        storage, _ = torch.Storage, torch.func.jacrev(lambda t: t.sin().sum())(x)
+        rm, rv = mine(x.mean(0), x.var(0), x, 0.9)
+    """)
+    (ok,) = graded(answer)
+    assert ok["status"] == "pass", ok
+
+
+def test_a_replaced_guard_cannot_sign(graded):
     fake = ("import bnlessons.coursework.guard as g\n"
             "g.graded = lambda label, *a: print(g.SIGNED_PREFIX + 'e30= ' + '0' * 64)\n"
             "def mine(rm, rv, x, m):\n    return rm, rv")
-    assert graded(tmp_path, fake) == []
+    assert graded(fake) == []
 
 
 def test_forged_and_foreign_lines_are_not_read():
@@ -98,10 +167,10 @@ def test_forged_and_foreign_lines_are_not_read():
     assert read_signed("nothing here", KEY) == []
 
 
-def test_delegating_to_the_package_is_refused_inside_the_guard(tmp_path):
+def test_delegating_to_the_package_is_refused_inside_the_guard(graded):
     answer = ("from bnlessons import running_stats\n"
               "def mine(rm, rv, x, m):\n    return running_stats.cs231n_update(rm, rv, x, m)")
-    (result,) = graded(tmp_path, answer)
+    (result,) = graded(answer)
     assert result["status"] == "fail"
     assert "calls the package's own bnlessons.running_stats.cs231n_update" in result["message"]
 
@@ -149,6 +218,8 @@ DELEGATING = {
         lambda d, n, a: predicted_variance(d, n, a)),
     "check_skipinit_block": lambda: checks.check_skipinit_block(
         lambda w: ResidualBlock(w, scale=0.0)),
+    "check_fixup_exponent": lambda: checks.check_fixup_exponent(
+        lambda k: -math.log(fixup.fixup_rescale(2, k)) / math.log(2)),
 }
 #: Checks the package ships no answer for (nothing to hand in but the learner's own work).
 NO_PACKAGE_ANSWER = {"check_update_ratio", "check_scale_answers", "check_drop_bias",
