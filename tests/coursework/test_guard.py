@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from bnlessons import checks, reference, running_stats, train
 from bnlessons.bn_math import jacobian
 from bnlessons.checks.residual import predicted_variance
 from bnlessons.coursework.guard import SIGNED_PREFIX, read_signed
+from bnlessons.coursework.lesson import exercises, lesson_paths
 from bnlessons.covariate_shift import ics, noise
 from bnlessons.inference import deploy, precise_bn
 from bnlessons.models import ResidualBlock
@@ -80,9 +82,11 @@ def forker():
 @pytest.fixture
 def graded(forker, tmp_path):
     """``graded(answer)``: arm the guard in a process of its own, run ``answer`` as the
-    submission, then the check through the guard; the signed results it printed."""
+    submission, then the check (``check``, ``hidden``: a CS231n update's unless given)
+    through the guard; the signed results it printed."""
 
-    def run(answer: str, label: str = "ex") -> list[dict]:
+    def run(answer: str, label: str = "ex", check: str = CHECK,
+            hidden: str = HIDDEN) -> list[dict]:
         (tmp_path / "key").write_bytes(KEY)
         script = textwrap.dedent(f"""
             from bnlessons.coursework import guard
@@ -91,7 +95,8 @@ def graded(forker, tmp_path):
             guard.arm({str(tmp_path / "key")!r}, ns)
             exec({answer!r}, ns)
             from bnlessons.coursework import guard as g
-            g.graded({label!r}, {CHECK!r}, {HIDDEN!r}, [("checks", "bnlessons", "checks")])
+            g.graded({label!r}, {check!r}, {hidden!r},
+                     [("checks", "bnlessons", "checks"), ("reference", "bnlessons", "reference")])
         """)
         out = tmp_path / "out"
         forker.stdin.write(json.dumps({"script": script, "out": str(out)}) + "\n")
@@ -255,3 +260,72 @@ def test_resetting_the_record_of_the_running_check_fails():
 
     verdict = checks.check_cs231n_update(sneaky, verbose=False)
     assert not verdict.passed and "changed which check is running" in verdict.message
+
+
+#: For every code exercise of the book, an answer that only hands in the package's own.
+HANDED_IN = {
+    "ex-ch1-saturation": "from bnlessons.probes import saturation\n"
+                         "def my_saturation(z, threshold):\n    return saturation(z, threshold)",
+    "ex-ch1-percentile-probe": "from bnlessons.covariate_shift import ics\n"
+                               "def my_probe(model, x, module):\n"
+                               "    return ics.percentile_probe(model, x, module)",
+    "ex-ch1-noise-layer": "from bnlessons.covariate_shift import noise\n"
+                          "class MyNoise(noise.ShiftScaleNoise):\n    pass",
+    "ex-forward-by-hand": "from bnlessons import reference\nmy_forward = reference.forward",
+    "ex-ch2-per-channel": "from bnlessons import reference\n"
+                          "def my_forward_4d(x, gamma, beta, eps):\n"
+                          "    return reference.forward(x, gamma, beta, eps)",
+    "ex-ch2-staged-backward": "from bnlessons import reference\n"
+                              "my_staged_backward = reference.backward_staged",
+    "ex-ch2-compact-backward": "from bnlessons import reference\nmy_backward = reference.backward",
+    "ex-ch2-bn-jacobian": "from bnlessons.bn_math.jacobian import bn_jacobian as my_jacobian",
+    "ex-ch3-pytorch-update": "from bnlessons import running_stats\n"
+                             "my_pytorch_update = running_stats.pytorch_update",
+    "ex-ch3-cs231n-update": "from bnlessons import running_stats\n"
+                            "my_cs231n_update = running_stats.cs231n_update",
+    "ex-ch3-broken-eval-loop": "from bnlessons import train\n"
+                               "def my_evaluate(model, x, y, batch_size):\n"
+                               "    return train.evaluate(model, x, y, batch_size)[1]",
+    "ex-ch3-precise-bn": "from bnlessons.inference.precise_bn import recompute_bn_stats\n"
+                         "my_recompute = recompute_bn_stats",
+    "ex-ch3-fold-linear": "from bnlessons.inference import deploy\n"
+                          "def my_fold(linear, bn):\n"
+                          "    folded = deploy.fold_linear_bn(linear, bn)\n"
+                          "    return folded.weight, folded.bias",
+    "ex-ch4-dropout-ratio": "from bnlessons.placement import dropout\n"
+                            "my_ratio = dropout.weighted_sum_variance_ratio",
+    "ex-ch4-preact-block": "from bnlessons import models\n"
+                           "def PreActBlock(width):\n"
+                           "    return models.ResidualBlock(width, norm='bn', branch_layers=2)",
+    "ex-ch4-causal-norm": "from bnlessons.placement.sequences import ChannelLayerNorm\n"
+                          "MyCausalNorm = ChannelLayerNorm",
+    "ex-ch5-predict-variance": "from bnlessons.checks.residual import predicted_variance\n"
+                               "predict_variance = predicted_variance",
+    "ex-ch5-skipinit-block": "from bnlessons import models\n"
+                             "def SkipInitBlock(width):\n"
+                             "    return models.ResidualBlock(width, scale=0.0)",
+    "ex-ch5-fixup-exponent": "import math\nfrom bnlessons.residual import fixup\n"
+                             "def fixup_exponent(k):\n"
+                             "    return -math.log(fixup.fixup_rescale(2, k)) / math.log(2)",
+}
+#: Exercises whose answer the package does not ship.
+NOT_SHIPPED = {"ex-ch2-scale-factors", "ex-ch2-update-to-data", "ex-ch4-drop-bias",
+               "ex-ch5-largest-stable-lr"}
+BOOK = ROOT / "book"
+GRADED = {ex.label: (nb, ex) for nb in (nbformat.read(p, 4) for p in lesson_paths(BOOK))
+          for ex in exercises(nb) if ex.graded}
+
+
+def test_every_code_exercise_has_a_handed_in_answer():
+    assert set(GRADED) == set(HANDED_IN) | NOT_SHIPPED and not set(HANDED_IN) & NOT_SHIPPED
+
+
+@pytest.mark.parametrize("label", sorted(HANDED_IN))
+def test_handing_in_the_packages_answer_scores_0_under_the_lessons_own_check(graded, label):
+    """The guard runs the lesson's own check and hidden tests on the handed-in answer: the
+    exercise fails, saying why, and nothing is flagged (calling the package is not tampering)."""
+    nb, ex = GRADED[label]
+    check, hidden = nb.cells[ex.check_cell].source, nb.cells[ex.hidden_cell].source
+    (result,) = graded(HANDED_IN[label], label, check, hidden)
+    assert result["status"] == "fail", result
+    assert "calls the package's own bnlessons." in result["message"], result
