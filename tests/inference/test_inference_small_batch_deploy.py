@@ -238,7 +238,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
 
     def recompute_restoring_the_top_flag_only(model, x, batch_size):
         was = model.training
-        precise_bn.recompute_bn_stats(model, x, batch_size)
+        by_hand(precise_bn.recompute_bn_stats)(model, x, batch_size)
         model.train()
         model.training = was  # the submodules stay in training mode
     verdict = checks.check_precise_bn(recompute_restoring_the_top_flag_only, verbose=False)
@@ -256,7 +256,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
     assert not verdict.passed and "only the top one" in verdict.message
 
     def in_place(rm, rv, count, x, momentum):
-        new = running_stats.pytorch_update(rm, rv, count, x, momentum)
+        new = by_hand(running_stats.pytorch_update)(rm, rv, count, x, momentum)
         rm.copy_(new[0])
         rv.copy_(new[1])
         return new
@@ -264,7 +264,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
     assert not verdict.passed and "in place" in verdict.message
 
     def cs231n_in_place(rm, rv, x, momentum):
-        new = running_stats.cs231n_update(rm, rv, x, momentum)
+        new = by_hand(running_stats.cs231n_update)(rm, rv, x, momentum)
         rm.copy_(new[0])
         return new
     verdict = checks.check_cs231n_update(cs231n_in_place, verbose=False)
