@@ -8,7 +8,8 @@
   and portability checks, which take the same lock.
 * **A notebook's cells stay together.** nbval runs a notebook's cells one after another in
   one kernel, so all of them go to the same xdist worker, and so do the site tests (one
-  builds the site, the others use it): see ``pytest_xdist_make_scheduler``.
+  builds the site, the others use it) and the tests of one class (which read what one
+  fixture computed once): see ``pytest_xdist_make_scheduler``.
 * **Long tests start first,** so that the many short unit tests fill the gaps at the end.
 * **Kernels side by side do not share IPython's history database:** each xdist worker
   gives the kernels it starts an IPython folder of its own (an empty one, like the one
@@ -84,14 +85,17 @@ TOGETHER = ("tests/test_site.py",)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Hand out work in units: all cells of a notebook, all site tests, or one other test;
-    in collection order (``pytest_collection_modifyitems`` puts long tests first)."""
+    """Hand out work in units: all cells of a notebook, all site tests, the tests of one
+    class (which share what a class-wide fixture computed once), or one other test; in
+    collection order (``pytest_collection_modifyitems`` puts long tests first)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Units(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if path.endswith(".ipynb") or path in TOGETHER else nodeid
+            parts = nodeid.split("::")
+            if parts[0].endswith(".ipynb") or parts[0] in TOGETHER:
+                return parts[0]
+            return "::".join(parts[:2]) if len(parts) > 2 else nodeid
 
     config.option.loadscopereorder = False
     return Units(config, log)

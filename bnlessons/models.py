@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnlessons._own_work import refuse
 from bnlessons._validate import check_fraction, check_int, check_module, check_positive
 from bnlessons.reference import BatchNorm
 
@@ -160,6 +161,10 @@ class ResidualBlock(nn.Module):
         super().__init__()
         _check_choice(style, "style", ("pre", "post"))
         check_int(branch_layers, "branch_layers")
+        if style == "pre":
+            refuse('bnlessons.models.ResidualBlock(style="pre")', ("check_preact_block",))
+        if scale is not None:
+            refuse("bnlessons.models.ResidualBlock(scale=...)", ("check_skipinit_block",))
         self.style = style
 
         def layer() -> nn.Module:

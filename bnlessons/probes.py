@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     as_float_tensor,
     check_module,
@@ -145,6 +146,7 @@ def sigmoid_slope(z: torch.Tensor) -> torch.Tensor:
     return s * (1 - s)
 
 
+@answers("check_saturation")
 def saturation(z: torch.Tensor, threshold: float = SATURATION_THRESHOLD) -> tuple[float, float]:
     """From samples ``z`` of a sigmoid's input: (fraction with |z| > threshold, mean sigmoid'(z)).
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
@@ -46,6 +47,7 @@ class Cache:
     eps: float
 
 
+@answers("check_forward")
 def forward(
     x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5,
     check_finite: bool = True,
@@ -98,12 +100,14 @@ def compact_backward(dout: torch.Tensor, xhat: torch.Tensor, inv_std: torch.Tens
     return dx, dgamma, dbeta
 
 
+@answers("check_backward", "check_staged_backward", "check_dx_properties")
 def backward(dout: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The compact backward pass; returns ``(dx, dgamma, dbeta)`` (see ``compact_backward``)."""
     dout = _check_dout(dout, cache)
     return compact_backward(dout, cache.xhat, cache.inv_std, cache.gamma)
 
 
+@answers("check_backward", "check_staged_backward", "check_dx_properties")
 def backward_staged(
     dout: torch.Tensor, cache: Cache
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

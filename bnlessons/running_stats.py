@@ -27,6 +27,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     check_bn_input,
     check_channel_param,
@@ -100,6 +101,7 @@ def update_buffers(layer: torch.nn.Module, mean: torch.Tensor, unbiased_var: tor
     layer.running_var.copy_(blend(layer.running_var, unbiased_var, weight))
 
 
+@answers("check_pytorch_update")
 def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
                    num_batches_tracked: int, x: torch.Tensor,
                    momentum: Optional[float] = 0.1) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -122,6 +124,7 @@ def pytorch_update(running_mean: torch.Tensor, running_var: torch.Tensor,
     return blend(running_mean, mean, weight), blend(running_var, unbiased(var, m), weight), count
 
 
+@answers("check_cs231n_update")
 def cs231n_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.Tensor,
                   momentum: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
     """One update in CS231n's convention: ``momentum`` is the weight of the **old** value.
@@ -137,6 +140,7 @@ def cs231n_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torc
     return blend(running_mean, mean, weight), blend(running_var, var, weight)
 
 
+@answers("check_pytorch_update", "check_cs231n_update")
 def ema_update(running_mean: torch.Tensor, running_var: torch.Tensor, x: torch.Tensor,
                decay: float, unbiased_var: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A decay-style update, ``running = decay * running + (1 - decay) * batch``.

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     check_fraction,
     check_int,
@@ -110,6 +111,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
+@answers("check_evaluate")
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode; the model's modes are restored."""

@@ -138,3 +138,21 @@ def largest_stable_lr(train_at, lrs, min_accuracy):
             break
         best = lr
     return best
+
+
+def by_hand(fn):
+    """``fn``, one of the package's own answers to an exercise, standing in for a learner's
+    correct answer written by hand: while it runs, a check does not refuse it (the checks
+    refuse the package's answers inside the learner's code; see ``bnlessons._own_work``).
+    For tests of what a check says about a correct answer."""
+    from bnlessons import _own_work
+
+    def run(*args, **kwargs):
+        outer = _own_work._run
+        _own_work._run = None
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _own_work._run = outer
+
+    return run

@@ -24,7 +24,7 @@ from bnlessons.placement.dropout import variance_ratio, weighted_sum_variance_ra
 from bnlessons.placement.sequences import ChannelLayerNorm
 from bnlessons.train import evaluate
 
-from conftest import largest_stable_lr
+from conftest import by_hand, largest_stable_lr
 from conftest import staged_backward as _staged
 from conftest import variance_prediction as _variance
 
@@ -56,7 +56,7 @@ def _update_ratio(before, after):
 def _fold(linear, bn):
     from bnlessons.inference import deploy
 
-    folded = deploy.fold_linear_bn(linear, bn)
+    folded = by_hand(deploy.fold_linear_bn)(linear, bn)
     return folded.weight, folded.bias
 
 
@@ -80,31 +80,33 @@ def _toy_data():
 
 
 CALLS = {
-    "check_forward": lambda: checks.check_forward(reference.forward, verbose=False),
-    "check_bn_jacobian": lambda: checks.check_bn_jacobian(jacobian.bn_jacobian, verbose=False),
+    "check_forward": lambda: checks.check_forward(by_hand(reference.forward), verbose=False),
+    "check_bn_jacobian": lambda: checks.check_bn_jacobian(by_hand(jacobian.bn_jacobian),
+                                                          verbose=False),
     "check_update_ratio": lambda: checks.check_update_ratio(_update_ratio, verbose=False),
-    "check_backward": lambda: checks.check_backward(reference.forward, reference.backward,
+    "check_backward": lambda: checks.check_backward(reference.forward, by_hand(reference.backward),
                                                     verbose=False),
     "check_dx_properties": lambda: checks.check_dx_properties(
-        reference.forward, reference.backward, verbose=False),
+        reference.forward, by_hand(reference.backward), verbose=False),
     "check_scale_answers": lambda: checks.check_scale_answers(
         {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16},
         verbose=False),
-    "check_noise_layer": lambda: checks.check_noise_layer(noise.ShiftScaleNoise, verbose=False),
-    "check_saturation": lambda: checks.check_saturation(shift.saturation, verbose=False),
-    "check_percentile_probe": lambda: checks.check_percentile_probe(ics.percentile_probe,
+    "check_noise_layer": lambda: checks.check_noise_layer(by_hand(noise.ShiftScaleNoise),
+                                                          verbose=False),
+    "check_saturation": lambda: checks.check_saturation(by_hand(shift.saturation), verbose=False),
+    "check_percentile_probe": lambda: checks.check_percentile_probe(by_hand(ics.percentile_probe),
                                                                     verbose=False),
-    "check_pytorch_update": lambda: checks.check_pytorch_update(running_stats.pytorch_update,
-                                                                verbose=False),
-    "check_cs231n_update": lambda: checks.check_cs231n_update(running_stats.cs231n_update,
-                                                              verbose=False),
-    "check_precise_bn": lambda: checks.check_precise_bn(precise_bn.recompute_bn_stats,
+    "check_pytorch_update": lambda: checks.check_pytorch_update(
+        by_hand(running_stats.pytorch_update), verbose=False),
+    "check_cs231n_update": lambda: checks.check_cs231n_update(
+        by_hand(running_stats.cs231n_update), verbose=False),
+    "check_precise_bn": lambda: checks.check_precise_bn(by_hand(precise_bn.recompute_bn_stats),
                                                         verbose=False),
     "check_fold_linear": lambda: checks.check_fold_linear(_fold, verbose=False),
     "check_staged_backward": lambda: checks.check_staged_backward(reference.forward, _staged,
                                                                   verbose=False),
     "check_evaluate": lambda: checks.check_evaluate(
-        lambda m, x, y, b: evaluate(m, x, y, b)[1], verbose=False),
+        by_hand(lambda m, x, y, b: evaluate(m, x, y, b)[1]), verbose=False),
     "check_variance_prediction": lambda: checks.check_variance_prediction(_variance,
                                                                           verbose=False),
     "check_fixup_exponent": lambda: checks.check_fixup_exponent(lambda k: 1 / (2 * k - 2),
@@ -113,13 +115,13 @@ CALLS = {
     "check_largest_stable_lr": lambda: checks.check_largest_stable_lr(largest_stable_lr,
                                                                       verbose=False),
     "check_dropout_variance_ratio": lambda: checks.check_dropout_variance_ratio(
-        variance_ratio, verbose=False),
+        by_hand(variance_ratio), verbose=False),
     "check_weighted_dropout_ratio": lambda: checks.check_weighted_dropout_ratio(
-        weighted_sum_variance_ratio, verbose=False),
-    "check_causal_norm": lambda: checks.check_causal_norm(ChannelLayerNorm, verbose=False),
+        by_hand(weighted_sum_variance_ratio), verbose=False),
+    "check_causal_norm": lambda: checks.check_causal_norm(by_hand(ChannelLayerNorm), verbose=False),
     "check_drop_bias": lambda: checks.check_drop_bias(_drop_bias, verbose=False),
     "check_preact_block": lambda: checks.check_preact_block(
-        lambda width: ResidualBlock(width, norm="bn", branch_layers=2), verbose=False),
+        by_hand(lambda width: ResidualBlock(width, norm="bn", branch_layers=2)), verbose=False),
     "lr_sweep": lambda: lr_sweep.lr_sweep(lambda: MLP(8, 3, width=8, depth=1, norm="bn"),
                                           _toy_data(), (0.1, 0.3), 5, seed=3, threshold=0.2,
                                           batch_size=32),

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bnlessons import reference
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     as_float_tensor,
     check_eps,
@@ -49,6 +50,7 @@ def _check_column(x: object) -> torch.Tensor:
     return x
 
 
+@answers("check_bn_jacobian")
 def bn_jacobian(x: torch.Tensor, gamma: float = 1.0, eps: float = 0.0) -> torch.Tensor:
     """``dy/dx`` of training-mode BN over one feature: ``gamma s (I - 11^T/m - xhat xhat^T/m)``.
 
@@ -69,6 +71,7 @@ def bn_jacobian(x: torch.Tensor, gamma: float = 1.0, eps: float = 0.0) -> torch.
     return gamma * s * (eye - torch.outer(ones, ones) / m - torch.outer(xhat, xhat) / m)
 
 
+@answers("check_bn_jacobian")
 def autograd_bn_jacobian(x: torch.Tensor, gamma: float = 1.0, eps: float = 0.0) -> torch.Tensor:
     """The same Jacobian from ``torch.func.jacrev`` through ``reference.forward``
     (an independent check of ``bn_jacobian``)."""

@@ -12,6 +12,9 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import torch
 
+from bnlessons._own_work import current as current_run
+from bnlessons._own_work import learner_running
+
 F = TypeVar("F", bound=Callable[..., "Verdict"])
 T = TypeVar("T")
 LINE_WIDTH = 78  # the text column of the website, in characters
@@ -151,9 +154,24 @@ def call_learner(name: str, fn: Callable[..., T], *args: Any, verbose: bool,
     ``isinstance(result, Verdict)`` and returns the verdict as its own.
     """
     after = f" {note}" if note else ""
-    try:
-        value = fn(*args)
-    except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+    with learner_running(name) as run:
+        try:
+            value = fn(*args)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the verdict
+            value, error = None, err
+        else:
+            error = None
+        tampered = current_run() is not run
+    if tampered:
+        return report(Verdict(name, False, f"{who} changed which check is running (the "
+                              f"package's record of it): that is the grader's, not yours{after}"),
+                      verbose)
+    if run.delegated:
+        return report(Verdict(name, False, f"{who} calls the package's own "
+                              f"{run.delegated[0]}, which is what {name} asks you to write: "
+                              f"write it yourself{after}"), verbose)
+    if error is not None:
+        err = error
         missing = _not_implemented(err)
         if missing is not None:
             return report(todo_verdict(name, str(missing)), verbose)

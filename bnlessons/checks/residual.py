@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import check_int
 from bnlessons.checks.common import Verdict, call_learner, compare, gradable, not_a_number, report
 from bnlessons.train import History
@@ -17,6 +18,7 @@ PREDICTION_CASES: tuple[tuple[str, int, float], ...] = (
 )
 
 
+@answers("check_variance_prediction")
 def predicted_variance(design: str, depth: int, alpha: float) -> torch.Tensor:
     """Var(x_l) for l = 0..depth when Var(x_0) = 1, at initialisation.
 

@@ -14,7 +14,8 @@ The lessons are the single source of the coursework. An exercise is:
   ``remove-cell`` (so the website does not show it).
 
 An exercise whose gate holds no code is a written one and is marked by hand;
-it may still have a check (a written question about code written earlier).
+it may still have a check (a written question about code written earlier),
+which the learner sees and the grader does not score.
 :func:`problems` lists every way a notebook breaks these rules.
 """
 from __future__ import annotations
@@ -64,8 +65,10 @@ class Exercise:
 
     @property
     def graded(self) -> bool:
-        """Whether a check scores it automatically."""
-        return self.check_cell is not None
+        """Whether a check scores it automatically: a code exercise. The check after a
+        written question tries code written for another exercise, which that exercise's
+        check already scores; it is there for the learner, and scores nothing."""
+        return self.check_cell is not None and not self.written
 
 
 def tags(cell: NotebookNode) -> list[str]:

@@ -6,9 +6,11 @@
   answer (``x = ...``) is a region of its own.
 - A written answer is one markdown cell, graded and a solution (nbgrader
   replaces it with ``YOUR ANSWER HERE`` and lists it for manual grading).
-- A check cell is a locked grade cell worth the exercise's points, with the
-  hidden tests appended between ``### BEGIN HIDDEN TESTS`` and ``### END
-  HIDDEN TESTS`` (removed from the release, restored by ``nbgrader autograde``).
+- A check cell is a locked grade cell worth the exercise's points: the check,
+  then its ``assert verdict.passed`` and the hidden tests between ``### BEGIN
+  HIDDEN TESTS`` and ``### END HIDDEN TESTS`` (removed from the release, so that
+  Run All prints every verdict and goes on past a stub; restored by
+  ``nbgrader autograde``).
 - The solution gates' markdown and all outputs are left out.
 
 :func:`validate` checks the metadata by the rules of nbgrader's schema 3, so a
@@ -24,7 +26,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from bnlessons.coursework.lesson import LABEL_PATTERN, answer_text, cell_roles, exercises
-from bnlessons.coursework.student import _clean, notebook_metadata
+from bnlessons.coursework.student import _clean, check_source, notebook_metadata
 
 SCHEMA_VERSION = 3
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -96,12 +98,21 @@ def source_notebook(nb: NotebookNode, lesson: str) -> NotebookNode:
             suffix = f"-{n + 1}" if len(ex.solution_cells) > 1 else ""
             out.metadata["nbgrader"] = meta(f"{ex.label}-solution{suffix}", solution=True)
             cells.append(out)
+        elif kind == "check" and not ex.graded:
+            out = _clean(cell)  # a written question's check: the learner's, worth nothing
+            out.source = check_source(cell.source)
+            cells.append(out)
         elif kind == "check":
             out = _clean(cell)
             hidden = nb.cells[ex.hidden_cell].source if ex.hidden_cell is not None else ""
-            if hidden:
-                out.source = (f"{cell.source.rstrip()}\n{BEGIN_HIDDEN}\n{hidden.rstrip()}\n"
-                              f"{END_HIDDEN}")
+            # the release prints the verdict and goes on (Run All does not stop at the first
+            # stub); the autograder puts the assert back with the hidden tests
+            visible = check_source(cell.source)
+            asserts = cell.source.rstrip() != visible
+            out.source = (f"{visible}\n{BEGIN_HIDDEN}\n"
+                          + ("assert verdict.passed\n" if asserts else "")
+                          + (f"{hidden.rstrip()}\n" if hidden else "") + END_HIDDEN
+                          if hidden or asserts else cell.source)
             out.metadata["nbgrader"] = meta(f"{ex.label}-check", grade=True, locked=True,
                                             points=ex.points)
             cells.append(out)

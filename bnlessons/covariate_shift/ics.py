@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import check_module, check_positive, check_tensor
 from bnlessons.covariate_shift import shift
 from bnlessons.probes import capture_in_eval, percentiles
@@ -41,6 +42,7 @@ def _check_module_in(model: nn.Module, module: nn.Module) -> None:
 
 
 @torch.no_grad()
+@answers("check_percentile_probe")
 def percentile_probe(model: nn.Module, x: torch.Tensor, module: nn.Module,
                      qs: Sequence[float] = QUANTILES) -> torch.Tensor:
     """Percentiles of ``module``'s input over the batch ``x``: shape (len(qs), units).

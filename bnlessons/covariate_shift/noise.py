@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlessons._own_work import refuse
 from bnlessons._validate import (
     as_float_tensor,
     check_bool,
@@ -58,6 +59,7 @@ class ShiftScaleNoise(nn.Module):
                  scale_range: tuple[float, float] = SCALE_RANGE,
                  sample_range: float = SAMPLE_RANGE, sample_std: float = SAMPLE_STD,
                  generator: Optional[torch.Generator] = None, relative: bool = False) -> None:
+        refuse("bnlessons.covariate_shift.noise.ShiftScaleNoise", ("check_noise_layer",))
         super().__init__()
         self.mean_range = check_nonnegative(mean_range, "mean_range")
         self.scale_range = check_pair(scale_range, "scale_range")

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnlessons._own_work import answers
 from bnlessons._validate import as_float_tensor, check_module, check_number
 from bnlessons.inference.precise_bn import recompute_bn_stats
 from bnlessons.measure import median_time
@@ -58,6 +59,7 @@ def _folded_weight_bias(weight: torch.Tensor, bias: torch.Tensor | None,
     return new_weight, new_bias
 
 
+@answers("check_fold_linear")
 def fold_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
     """One ``nn.Linear`` (with bias) equal to ``bn(linear(u))`` with ``bn`` in eval mode."""
     if not isinstance(linear, nn.Linear):
@@ -100,6 +102,7 @@ def _fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
     return None
 
 
+@answers("check_fold_linear")
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``model`` for inference with every foldable BN folded; returns (copy, count).
 

@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import (
     as_float_tensor,
     check_fraction,
@@ -47,6 +48,7 @@ def _check_keep(p: object) -> float:
     return check_fraction(p, "p (a keep probability)", zero=False)
 
 
+@answers("check_dropout_variance_ratio")
 def variance_ratio(c: float, v: float, p: float) -> float:
     """Var_train / Var_test of inverted dropout (keep probability ``p``) on an input of
     mean ``c`` and variance ``v``: ``((c**2 + v) / p - c**2) / v``."""
@@ -54,6 +56,7 @@ def variance_ratio(c: float, v: float, p: float) -> float:
     return ((c * c + v) / p - c * c) / v
 
 
+@answers("check_weighted_dropout_ratio")
 def weighted_sum_variance_ratio(w: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
                                 p: float) -> torch.Tensor:
     """Var_train / Var_test of ``y = w . (h * b / p)``, with ``b_j ~ Bernoulli(p)``

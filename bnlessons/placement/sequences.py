@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlessons import running_stats
+from bnlessons._own_work import refuse
 from bnlessons._validate import as_float_tensor, check_int, check_module, check_number
 from bnlessons.reproducibility import derive_seed, seeded
 
@@ -54,6 +55,7 @@ class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of each (sequence, step) of an (N, C, T) input."""
 
     def __init__(self, channels: int) -> None:
+        refuse("bnlessons.placement.sequences.ChannelLayerNorm", ("check_causal_norm",))
         super().__init__()
         self.norm = nn.LayerNorm(check_int(channels, "channels"))
 

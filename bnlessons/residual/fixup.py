@@ -21,10 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bnlessons._own_work import answers
 from bnlessons._validate import check_int
 from bnlessons.models import make_activation
 
 
+@answers("check_fixup_exponent")
 def fixup_rescale(num_branches: int, branch_layers: int) -> float:
     """Fixup's factor ``D ** (-1 / (2k - 2))`` for the non-final branch layers
     (``D = num_branches``, ``k = branch_layers``).

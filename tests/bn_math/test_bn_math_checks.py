@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from bnlessons import checks, reference  # noqa: E402
 from bnlessons.bn_math.diagrams import draw_graph  # noqa: E402
 
-from conftest import staged_backward  # noqa: E402
+from conftest import by_hand, staged_backward  # noqa: E402
 
 
 def test_staged_check_passes_a_correct_backward(capsys):
@@ -37,7 +37,7 @@ def test_staged_check_other_failures():
 
     v = checks.check_staged_backward(reference.forward, missing, verbose=False)
     assert "no dmu" in v.message and not v
-    v = checks.check_staged_backward(reference.forward, lambda d, c: reference.backward(d, c),
+    v = checks.check_staged_backward(reference.forward, by_hand(reference.backward),
                                      verbose=False)
     assert "must return a dict" in v.message
     v = checks.check_staged_backward(reference.forward, lambda d, c: 1 / 0, verbose=False)
@@ -47,8 +47,8 @@ def test_staged_check_other_failures():
 
 
 def test_dx_properties():
-    assert checks.check_dx_properties(reference.forward, reference.backward, verbose=False)
-    assert checks.check_dx_properties(reference.forward, reference.backward_staged,
+    assert checks.check_dx_properties(reference.forward, by_hand(reference.backward), verbose=False)
+    assert checks.check_dx_properties(reference.forward, by_hand(reference.backward_staged),
                                       shapes=checks.SHAPES_4D, verbose=False)
 
     def no_mean_term(dout, cache):
@@ -217,7 +217,7 @@ def test_check_forward_names_eps_mistakes_in_4d_without_a_factor(reason):
 
 def test_check_forward_falls_back_on_invariants():
     def shifted(x, gamma, beta, eps):  # no known mistake: the mean invariant names it
-        return reference.forward(x, gamma, beta, eps)[0] + 0.1 * gamma
+        return by_hand(reference.forward)(x, gamma, beta, eps)[0] + 0.1 * gamma
 
     v = checks.check_forward(shifted, verbose=False)
     assert not v and "average to zero" in v.message
@@ -259,14 +259,14 @@ def test_check_backward_names_each_usual_mistake(reason):
 
 def test_check_backward_names_wrong_parameter_gradients():
     def mean_not_sum(dout, cache):
-        dx, dgamma, dbeta = reference.backward(dout, cache)
+        dx, dgamma, dbeta = by_hand(reference.backward)(dout, cache)
         return dx, dgamma, dout.mean(0)
 
     v = checks.check_backward(reference.forward, mean_not_sum, verbose=False)
     assert not v and v.message.startswith("dbeta") and "the mean" in v.message
 
     def gamma_in_dgamma(dout, cache):
-        dx, dgamma, dbeta = reference.backward(dout, cache)
+        dx, dgamma, dbeta = by_hand(reference.backward)(dout, cache)
         return dx, dgamma * cache.gamma, dbeta
 
     v = checks.check_backward(reference.forward, gamma_in_dgamma, verbose=False)

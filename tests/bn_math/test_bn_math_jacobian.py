@@ -5,6 +5,11 @@ import torch
 from bnlessons import checks, models
 from bnlessons.bn_math import jacobian as jb
 
+from conftest import by_hand
+
+#: the package's formula as a learner's correct answer (see conftest.by_hand)
+own_jacobian = by_hand(jb.bn_jacobian)
+
 
 def _column(m=12, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -142,21 +147,21 @@ def _constant_variance(x, gamma, eps):
 
 
 def _without_eps(x, gamma, eps):
-    return jb.bn_jacobian(x, gamma, 0.0)
+    return own_jacobian(x, gamma, 0.0)
 
 
 def test_check_bn_jacobian_passes_the_formula_and_names_mistakes():
-    assert checks.check_bn_jacobian(jb.bn_jacobian, verbose=False).passed
-    assert checks.check_bn_jacobian(jb.bn_jacobian, sizes=(3, 30), seed=7, verbose=False).passed
+    assert checks.check_bn_jacobian(own_jacobian, verbose=False).passed
+    assert checks.check_bn_jacobian(own_jacobian, sizes=(3, 30), seed=7, verbose=False).passed
     wrong = checks.check_bn_jacobian(_constant_variance, verbose=False)
     assert not wrong.passed and "variance depends on x" in wrong.message
     wrong = checks.check_bn_jacobian(_without_eps, verbose=False)
     assert not wrong.passed and "include eps" in wrong.message and "eps = 0.5" in wrong.message
-    wrong = checks.check_bn_jacobian(lambda x, g, e: jb.bn_jacobian(x, g, e).T[:-1],
+    wrong = checks.check_bn_jacobian(lambda x, g, e: own_jacobian(x, g, e).T[:-1],
                                      verbose=False)
     assert not wrong.passed and "shape" in wrong.message
     with pytest.raises(ValueError, match="sizes"):
-        checks.check_bn_jacobian(jb.bn_jacobian, sizes=(2,), verbose=False)
+        checks.check_bn_jacobian(own_jacobian, sizes=(2,), verbose=False)
 
 
 def test_check_bn_jacobian_reports_a_stub_as_todo():
@@ -230,11 +235,11 @@ def test_check_update_ratio_names_the_near_misses_without_the_answer():
 
 def test_check_bn_jacobian_names_a_missing_gamma_or_s():
     def without_gamma(x, gamma, eps):
-        return jb.bn_jacobian(x, 1.0, eps)
+        return own_jacobian(x, 1.0, eps)
 
     def without_gamma_s(x, gamma, eps):
         s = 1 / torch.sqrt(x.var(unbiased=False) + eps)
-        return jb.bn_jacobian(x, 1.0, eps) / s
+        return own_jacobian(x, 1.0, eps) / s
 
     for fn, words in ((without_gamma, "factor gamma is missing"),
                       (without_gamma_s, "sqrt(var + eps) is missing")):

@@ -98,3 +98,17 @@ def test_duplicate_labels_across_the_book_are_caught(tmp_path):
     assert any("also used" in p for p in check_book(tmp_path))
     with pytest.raises(LessonError, match="also used"):
         build_coursework(tmp_path, tmp_path / "out")
+
+
+def test_the_instructors_page_lists_every_exercise_with_its_points():
+    rows = [line.split("|")[1:-1] for line in (BOOK / "assigning.md").read_text().splitlines()
+            if line.startswith("| ") and "`ex-" in line]
+    listed = [(r[0].strip(), r[2].strip().strip("`"), r[3].split()[0], float(r[4]))
+              for r in rows]
+    want = []
+    for path in lesson_paths(BOOK):
+        for ex in exercises(nbformat.read(path, 4)):
+            want.append((str(int(path.parent.name[:2])), ex.label,
+                         "written" if ex.written else "code", ex.points))
+    assert listed == want
+    assert all(r[5].strip().endswith("min") for r in rows)

@@ -131,6 +131,11 @@ def test_nbgrader_sources_are_valid(built, path):
     assert len(graded) == sum(ex.graded + ex.written for ex in exercises(nb))
     release = strip_for_release(source)
     assert "BEGIN HIDDEN TESTS" not in "\n".join(c.source for c in release.cells)
+    # Run All goes past a stub: the assert on the verdict is hidden with the tests
+    assert "assert verdict.passed" not in "\n".join(c.source for c in release.cells)
+    for cell in graded:
+        if cell.cell_type == "code":
+            assert "### BEGIN HIDDEN TESTS\nassert verdict.passed\n" in cell.source
     for cell in release.cells:
         if cell.cell_type == "code" and "%" not in cell.source:
             ast.parse(cell.source)

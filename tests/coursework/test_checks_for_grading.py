@@ -7,7 +7,7 @@ import torch
 from bnlessons import checks, reference
 from bnlessons.checks.residual import predicted_variance
 
-from conftest import backward_by_autograd, forward_by_pytorch, variance_prediction
+from conftest import backward_by_autograd, by_hand, forward_by_pytorch, variance_prediction
 
 
 def not_written(*args, **kwargs):
@@ -88,13 +88,13 @@ def test_other_inputs_pass_a_correct_solution_and_change_what_is_checked():
 
 
 def test_default_messages_are_unchanged(capsys):
-    checks.check_variance_prediction(predicted_variance)
+    checks.check_variance_prediction(by_hand(predicted_variance))
     assert capsys.readouterr().out == ("[PASS] check_variance_prediction: all 6 predictions "
                                        "match the derivation\n    (relative error 1e-08)\n")
 
 
 def test_require():
-    ok = checks.check_forward(reference.forward, verbose=False)
+    ok = checks.check_forward(forward_by_pytorch, verbose=False)
     bad = checks.check_forward(lambda x, g, b, e: x, verbose=False)
     assert checks.require(ok) is None
     with pytest.raises(checks.CheckFailed, match=r"^\[FAIL\] check_forward: out is off"):
@@ -108,7 +108,7 @@ def test_require():
 
 
 def test_passed_or(capsys):
-    ok = checks.check_forward(reference.forward, verbose=False)
+    ok = checks.check_forward(forward_by_pytorch, verbose=False)
     todo = checks.check_forward(not_written, verbose=False)
     assert checks.passed_or(ok, "yours", "reference") == "yours"
     assert capsys.readouterr().out == ""

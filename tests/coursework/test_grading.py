@@ -1,17 +1,21 @@
 """The autograder on real notebooks (slow: graded lessons are executed).
 
-Cost: each of the 16 lessons with exercises runs once as its untouched student notebook,
+Cost: each of the lessons with exercises runs once as its untouched student notebook,
 cut after its last graded cell (two lessons to a command-line call, so that the calls
-can run side by side), and three more lessons run once with a wrong answer substituted.
-The wrong answers are the ones the lessons themselves show failing their check, one per
-chapter 2, 3 and 4 (the first two in lessons with a second exercise, which must keep its
-marks); the first also replaces its check cell with ``pass``. Run All is tried on the
+can run side by side); that run also shows the guard flags nothing a lesson does. Four
+crafted submissions of two quick lessons run once each, and the tests of
+``TestCraftedSubmissions`` read their reports (a replaced check, a replaced Verdict and
+require, the package's own answer handed in, an answer retyped in a new cell, a notebook
+without cell ids, a deleted answer, a wrong answer with its check cell deleted). Handing
+in the package's own answer is tried for every code exercise in test_guard.py, with the
+lesson's own check and hidden tests but without the lesson. Run All is tried on the
 student notebooks that fall back to the reference after a check. That the lessons
 themselves get full marks is read from the run that strict nbval makes of every lesson
-(its outputs are the stored ones, or nbval fails): the grader would run exactly the
-lesson's code cells, so it scores the stored outputs. Last, nbgrader itself (in a
-throwaway environment under _build/ that sees .venv's packages) generates and
-autogrades one lesson.
+(its outputs are the stored ones, or nbval fails): the grader runs exactly the lesson's
+code cells, with each check and its hidden tests from their exact sources through the
+guard; the guard's verdict on correct answers is tried on the real runs of the crafted
+submissions. Last, nbgrader itself (in a throwaway environment under _build/ that sees
+.venv's packages) generates and autogrades one lesson.
 """
 from __future__ import annotations
 
@@ -28,7 +32,15 @@ import pytest
 from nbclient import NotebookClient
 
 from bnlessons.coursework import build_coursework, exercises, grade
-from bnlessons.coursework.grade import _error, _score, _written, grading_notebook
+from bnlessons.coursework.grade import (
+    Report,
+    Result,
+    _error,
+    _text,
+    _written,
+    grading_notebook,
+    sources_digest,
+)
 from bnlessons.coursework.lesson import lesson_paths
 
 pytestmark = pytest.mark.slow
@@ -80,39 +92,47 @@ NOT_RUN_THE_SAME = ("nbval-skip", "skip-execution", "raises-exception")
 
 @pytest.mark.parametrize("path", GRADED, ids=[p.stem for p in GRADED])
 def test_the_lessons_themselves_get_full_marks(path):
-    """The grader's scores of the lesson's own run, read from its stored outputs.
-
-    Strict nbval (book/ in the same test command) runs every cell of the lesson in the
-    course kernel and fails unless each output equals the stored one. The grading
-    notebook of the lesson itself, with its own answers, runs the same code cells in the
-    same order in the same kernel (checked here), so its outputs are the stored ones and
-    the grader's verdicts follow from them."""
+    """The grading notebook of a lesson, graded with its own answers, runs the lesson's code
+    cells as they are, each check and its hidden tests through the guard from their exact
+    sources; the lesson's stored outputs, which strict nbval (book/ in the same test
+    command) reproduces cell by cell, show every check passing and no hidden test raising.
+    That the guard itself passes the lessons' answers is tried on real runs below (three
+    lessons with one wrong answer each, 02/01 without cell ids)."""
     lesson = nbformat.read(path, 4)
     name = path.relative_to(BOOK).with_suffix("").as_posix()
     nb, found = grading_notebook(lesson, lesson, name)
+    assert nb.metadata["coursework"] == {"warnings": {}, "notes": []}
     written = [_written(ex, lesson) for ex in found if ex.written]
     assert all(r.status == "manual" and r.points is None for r in written)
     if not any(ex.graded for ex in found):  # written answers only: nothing is run
         assert written and nb.cells == []
         return
-    stored = {c.id: c for c in lesson.cells}
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    last = max(i for i, c in enumerate(lesson.cells) if c.id == code[-1].id)
-    ran = [c for c in lesson.cells[:last + 1] if c.cell_type == "code"]
-    assert [(c.id, c.source) for c in code] == [(c.id, c.source) for c in ran], \
-        "the grading notebook no longer runs the lesson's code cells as they are"
-    for cell in ran:
+    checks_at = {ex.check_cell: ex for ex in found if ex.graded}
+    hidden_at = {ex.hidden_cell for ex in found if ex.graded}
+    learners = {i for ex in found if not ex.graded for i in (ex.check_cell, ex.hidden_cell)}
+    last = max(hidden_at)
+    want = []
+    for i, cell in enumerate(lesson.cells[:last + 1]):
+        if cell.cell_type != "code" or i in hidden_at | learners:
+            continue
+        if i in checks_at:
+            ex = checks_at[i]
+            want.append(("graded", sources_digest(cell.source,
+                                                  lesson.cells[ex.hidden_cell].source)))
+        else:
+            want.append((cell.id, cell.source))
         tags = set(cell.metadata.get("tags", []))
         assert not tags & set(NOT_RUN_THE_SAME), (cell.id, tags)
-    for cell in code:
-        cell.outputs = stored[cell.id].outputs
-        cell.execution_count = stored[cell.id].execution_count
-    errors = [_error(c) for c in code if c.metadata.get("coursework", {}).get("role")
-              not in ("check", "hidden")]
-    assert not any(errors), errors
-    results = [_score(ex, nb, ran=True) for ex in found if ex.graded]
-    assert results and all(r.status == "pass" for r in results), results
-    assert sum(r.points for r in results) == sum(r.max_points for r in results) > 0
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata["coursework"]["role"] == "guard"
+    got = [("graded", c.metadata["coursework"]["sources"])
+           if c.metadata.get("coursework", {}).get("role") == "graded" else (c.id, c.source)
+           for c in code[1:]]
+    assert got == want, "the grading notebook no longer runs the lesson's code cells as they are"
+    for ex in checks_at.values():
+        check, hidden = lesson.cells[ex.check_cell], lesson.cells[ex.hidden_cell]
+        assert "[PASS]" in _text(check, "stdout") and _error(check) is None, ex.label
+        assert _error(hidden) is None, ex.label
 
 
 FALLBACKS = [p for p in GRADED if "checks.passed_or(" in p.read_text()]
@@ -140,47 +160,6 @@ def definition(nb: nbformat.NotebookNode, name: str) -> str:
                 if isinstance(node, ast.FunctionDef) and node.name == name:
                     return ast.get_source_segment(cell.source, node)
     raise AssertionError(f"the lesson no longer defines {name}")
-
-
-WRONG = [  # (lesson, exercise, the wrong answer the lesson shows, the name it must take)
-    ("02-bn-math/01-forward-from-scratch", "ex-forward-by-hand", "forward_with_unbiased_std",
-     "my_forward"),
-    ("03-inference/01-conventions", "ex-ch3-pytorch-update", "update_with_biased_var",
-     "my_pytorch_update"),
-    ("04-placement/04-post-vs-pre", "ex-ch4-preact-block",
-     'lambda width: models.ResidualBlock(\n        width, norm="bn", style="post", '
-     'branch_layers=2\n    )',
-     "PreActBlock"),
-]
-
-
-@pytest.mark.parametrize("lesson, label, wrong, name", WRONG, ids=[w[1] for w in WRONG])
-def test_a_wrong_answer_zeroes_only_its_exercise(student, tmp_path, lesson, label, wrong, name):
-    nb = nbformat.read(BOOK / f"{lesson}.ipynb", 4)
-    found = {ex.label: ex for ex in exercises(nb)}
-    lesson_text = "\n".join(c.source for c in nb.cells)
-    if wrong.startswith("lambda"):
-        assert wrong in lesson_text
-        replacement = f"{name} = {wrong}"
-    else:
-        replacement = f"{definition(nb, wrong)}\n\n\n{name} = {wrong}"
-    submission = nbformat.read(student / f"{lesson}.ipynb", 4)
-    by_id = {c.id: c for c in submission.cells}
-    for ex in found.values():  # a student who solved every exercise ...
-        for i in ex.solution_cells:
-            by_id[nb.cells[i].id].source = nb.cells[i].source
-    (cell,) = [nb.cells[i] for i in found[label].solution_cells]
-    by_id[cell.id].source = replacement  # ... but this one, the wrong way
-    if label == "ex-forward-by-hand":  # ... and deleted its check
-        by_id[nb.cells[found[label].check_cell].id].source = "pass"
-    path = tmp_path / f"{Path(lesson).name}.ipynb"
-    nbformat.write(submission, path)
-    report = grade(path, BOOK)
-    scores = {r.label: (r.points, r.status) for r in report.results if r.kind == "code"}
-    assert scores[label] == (0.0, "fail"), report.lines()
-    others = {k: v for k, v in scores.items() if k != label}
-    assert all(v[1] == "pass" for v in others.values()), report.lines()
-    assert report.total == report.max_total - found[label].points
 
 
 def nbgrader_python() -> Path:
@@ -257,3 +236,166 @@ def test_nbgrader_generate_and_autograde_round_trip(tmp_path):
     solved, blank = scores["solved"], scores["blank"]
     assert solved[1] > 0 and solved == (solved[1], solved[1]), scores
     assert blank == (0.0, solved[1]), scores
+
+
+CONVENTIONS = "03-inference/01-conventions"
+FORWARD = "02-bn-math/01-forward-from-scratch"
+
+
+def solved(lesson: str, student: Path) -> tuple[nbformat.NotebookNode, dict]:
+    """The student notebook of ``lesson`` with every answer cell holding the lesson's answer,
+    and, by label, each exercise with its (first) solution cell."""
+    nb = nbformat.read(BOOK / f"{lesson}.ipynb", 4)
+    found = {ex.label: ex for ex in exercises(nb)}
+    submission = nbformat.read(student / f"{lesson}.ipynb", 4)
+    by_id = {c.id: c for c in submission.cells}
+    for ex in found.values():
+        for i in ex.solution_cells:
+            by_id[nb.cells[i].id].source = nb.cells[i].source
+    return submission, {label: (ex, nb.cells[ex.solution_cells[0]])
+                        for label, ex in found.items() if ex.solution_cells}
+
+
+def replaced_check_and_retyped_answer(student: Path):
+    """03/01: one answer does nothing and replaces its check by one that always passes; the
+    other is typed into a new cell near the top, its answer cell deleted; the instructor's
+    seed redraws the hidden tests."""
+    submission, found = solved(CONVENTIONS, student)
+    cells = {c.id: c for c in submission.cells}
+    cells[found["ex-ch3-cs231n-update"][1].id].source = (
+        "def my_cs231n_update(running_mean, running_var, x, momentum):\n"
+        "    return running_mean, running_var\n\n\n"
+        "checks.check_cs231n_update = lambda fn, **kw: checks.Verdict(\n"
+        "    'check_cs231n_update', True, 'all good')")
+    answer = cells[found["ex-ch3-pytorch-update"][1].id]
+    submission.cells.remove(answer)
+    submission.cells.insert(3, nbformat.v4.new_code_cell(answer.source))
+    return CONVENTIONS, submission, 11
+
+
+def handed_in_and_replaced_verdict(student: Path):
+    """03/01: one answer calls the package's own update; the other replaces ``Verdict`` by a
+    subclass that always passes and ``require`` by a no-op."""
+    submission, found = solved(CONVENTIONS, student)
+    cells = {c.id: c for c in submission.cells}
+    cells[found["ex-ch3-pytorch-update"][1].id].source = (
+        "from bnlessons import running_stats\n\n\n"
+        "def my_pytorch_update(running_mean, running_var, num_batches_tracked, x, momentum):\n"
+        "    return running_stats.pytorch_update(running_mean, running_var,\n"
+        "                                        num_batches_tracked, x, momentum)")
+    cells[found["ex-ch3-cs231n-update"][1].id].source = (
+        "import bnlessons.checks.common\n\n\n"
+        "class Verdict(bnlessons.checks.common.Verdict):\n"
+        "    passed = True\n\n\n"
+        "bnlessons.checks.common.Verdict = checks.Verdict = Verdict\n"
+        "checks.require = lambda *verdicts: None\n\n\n"
+        "def my_cs231n_update(running_mean, running_var, x, momentum):\n"
+        "    return running_mean, running_var")
+    return CONVENTIONS, submission, None
+
+
+def without_ids_and_a_deleted_answer(student: Path):
+    """02/01 saved without cell ids: one exercise answered, the other's answer cell deleted
+    with nothing in its place."""
+    submission, found = solved(FORWARD, student)
+    submission.cells = [c for c in submission.cells
+                        if c.id != found["ex-ch2-per-channel"][1].id]
+    submission.nbformat_minor = 4
+    for cell in submission.cells:
+        del cell["id"]
+    return FORWARD, submission, None
+
+
+def wrong_answer_with_its_check_deleted(student: Path):
+    """02/01: the forward pass written with the unbiased standard deviation (the mistake the
+    lesson shows failing), its check cell replaced by ``pass``; the other exercise solved."""
+    nb = nbformat.read(BOOK / f"{FORWARD}.ipynb", 4)
+    submission, found = solved(FORWARD, student)
+    ex, solution = found["ex-forward-by-hand"]
+    by_id = {c.id: c for c in submission.cells}
+    wrong = "forward_with_unbiased_std"
+    by_id[solution.id].source = f"{definition(nb, wrong)}\n\n\nmy_forward = {wrong}"
+    by_id[nb.cells[ex.check_cell].id].source = "pass"
+    return FORWARD, submission, None
+
+
+CRAFTED = {f.__name__: f for f in (replaced_check_and_retyped_answer,
+                                   handed_in_and_replaced_verdict,
+                                   without_ids_and_a_deleted_answer,
+                                   wrong_answer_with_its_check_deleted)}
+
+
+@pytest.fixture(scope="module")
+def crafted(student, tmp_path_factory):
+    """``crafted(name)``: the report on the submission ``CRAFTED[name]`` makes, graded once
+    for every test that reads it (the tests of one class run on one worker)."""
+    reports: dict[str, Report] = {}
+
+    def report(name: str) -> Report:
+        if name not in reports:
+            lesson, submission, seed = CRAFTED[name](student)
+            path = tmp_path_factory.mktemp(name) / f"{Path(lesson).name}.ipynb"
+            nbformat.write(submission, path)
+            reports[name] = grade(path, BOOK, seed=seed)
+            assert reports[name].lesson_errors == [], reports[name].lines()
+        return reports[name]
+
+    return report
+
+
+def scores(report: Report) -> dict[str, Result]:
+    return {r.label: r for r in report.results if r.kind == "code"}
+
+
+class TestCraftedSubmissions:
+    """What the issue's table asks of submissions that try to score without the work."""
+
+    def test_a_replaced_check_scores_0_and_is_flagged(self, crafted):
+        report = crafted("replaced_check_and_retyped_answer")
+        tampered = scores(report)["ex-ch3-cs231n-update"]
+        assert (tampered.points, tampered.status) == (0.0, "tampered"), report.lines()
+        assert "bnlessons.checks.check_cs231n_update" in tampered.message
+        assert report.flagged == ["ex-ch3-cs231n-update"]
+        assert any(line.startswith("  FLAGGED") for line in report.lines())
+
+    def test_an_answer_retyped_in_a_new_cell_counts(self, crafted):
+        report = crafted("replaced_check_and_retyped_answer")
+        retyped = scores(report)["ex-ch3-pytorch-update"]
+        assert (retyped.points, retyped.status) == (1.0, "pass"), report.lines()
+        assert "defines my_pytorch_update" in retyped.warning
+        assert report.seed == 11  # and the reseeded hidden tests pass a correct answer
+
+    def test_handing_in_the_packages_answer_scores_0_saying_why(self, crafted):
+        report = crafted("handed_in_and_replaced_verdict")
+        delegated = scores(report)["ex-ch3-pytorch-update"]
+        assert (delegated.points, delegated.status) == (0.0, "fail"), report.lines()
+        assert "calls the package's own bnlessons.running_stats.pytorch_update" in \
+            delegated.message
+
+    def test_a_replaced_verdict_and_require_score_0_and_are_flagged(self, crafted):
+        report = crafted("handed_in_and_replaced_verdict")
+        faked = scores(report)["ex-ch3-cs231n-update"]
+        assert (faked.points, faked.status) == (0.0, "tampered"), report.lines()
+        assert "Verdict" in faked.message and "require" in faked.message
+        assert report.flagged == ["ex-ch3-cs231n-update"] and report.total == 0
+
+    def test_a_notebook_without_cell_ids_is_graded(self, crafted):
+        report = crafted("without_ids_and_a_deleted_answer")
+        answered = scores(report)["ex-forward-by-hand"]
+        assert (answered.points, answered.status, answered.warning) == (1.0, "pass", ""), \
+            report.lines()
+        assert "no cell ids" in report.notes[0]
+
+    def test_a_deleted_answer_gets_a_warning_not_a_silent_0(self, crafted):
+        report = crafted("without_ids_and_a_deleted_answer")
+        missing = scores(report)["ex-ch2-per-channel"]
+        assert (missing.points, missing.status) == (0.0, "TODO"), report.lines()
+        assert "no answer found" in missing.warning
+        assert any("warning: no answer found" in line for line in report.lines())
+
+    def test_a_wrong_answer_zeroes_only_its_exercise_with_its_check_deleted(self, crafted):
+        report = crafted("wrong_answer_with_its_check_deleted")
+        got = {label: (r.points, r.status) for label, r in scores(report).items()}
+        assert got == {"ex-forward-by-hand": (0.0, "fail"),
+                       "ex-ch2-per-channel": (1.0, "pass")}, report.lines()
+        assert "unbiased" in scores(report)["ex-forward-by-hand"].message, report.lines()

@@ -12,6 +12,8 @@ from bnlessons.covariate_shift import ics, landscape, noise, shift
 from bnlessons.models import MLP
 from bnlessons.train import train
 
+from conftest import by_hand
+
 # ---------------------------------------------------------------- shift.py
 
 def test_labels_follow_the_sine_rule_whatever_the_shift():
@@ -165,7 +167,7 @@ def test_ics_bad_input():
 # ---------------------------------------------------------------- noise.py
 
 def test_noise_layer_passes_its_check_and_is_an_expectation_in_eval():
-    assert checks.check_noise_layer(noise.ShiftScaleNoise, verbose=False).passed
+    assert checks.check_noise_layer(by_hand(noise.ShiftScaleNoise), verbose=False).passed
     layer = noise.ShiftScaleNoise().eval()
     a = torch.randn(5, 3, 2, 2)
     assert torch.equal(layer(a), 1.125 * a)
@@ -248,8 +250,8 @@ def test_along_gradient_bad_input():
 # ---------------------------------------------------------------- checks
 
 def test_checks_pass_the_package_code(capsys):
-    assert checks.check_saturation(shift.saturation).passed
-    assert checks.check_percentile_probe(ics.percentile_probe).passed
+    assert checks.check_saturation(by_hand(shift.saturation)).passed
+    assert checks.check_percentile_probe(by_hand(ics.percentile_probe)).passed
     assert "[PASS] check_saturation" in capsys.readouterr().out
 
 
@@ -292,12 +294,12 @@ def test_checks_name_what_is_wrong():
 
     v = checks.check_percentile_probe(forgets_eval, verbose=False)
     assert not v and "running statistics" in v.message
-    v = checks.check_percentile_probe(lambda m, x, mod: ics.percentile_probe(m, x, mod).T,
+    v = checks.check_percentile_probe(lambda m, x, mod: by_hand(ics.percentile_probe)(m, x, mod).T,
                                       verbose=False)
     assert not v and "transposed" in v.message
 
     def always_train(model, x, module):
-        out = ics.percentile_probe(model, x, module)
+        out = by_hand(ics.percentile_probe)(model, x, module)
         model.train()
         return out
 
@@ -311,9 +313,10 @@ def test_checks_name_what_is_wrong():
     v = checks.check_percentile_probe(hooks_the_output, verbose=False)
     assert not v and "output" in v.message and "inputs[0]" in v.message
 
-    v = checks.check_noise_layer(lambda: noise.ShiftScaleNoise(mean_range=1.0), verbose=False)
+    own_noise = by_hand(noise.ShiftScaleNoise)
+    v = checks.check_noise_layer(lambda: own_noise(mean_range=1.0), verbose=False)
     assert not v and "mu" in v.message
-    v = checks.check_noise_layer(lambda: noise.ShiftScaleNoise(sample_std=0.3), verbose=False)
+    v = checks.check_noise_layer(lambda: own_noise(sample_std=0.3), verbose=False)
     assert not v and "N(sigma, 0.1)" in v.message
     v = checks.check_noise_layer(torch.nn.Identity, verbose=False)
     assert not v

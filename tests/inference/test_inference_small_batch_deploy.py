@@ -9,6 +9,8 @@ from bnlessons import checks, models
 from bnlessons.inference import deploy
 from bnlessons.inference import small_batch as sb
 
+from conftest import by_hand
+
 
 def _x(n=16, c=5, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
@@ -185,17 +187,17 @@ def test_forward_time_measures_the_forward_pass():
 def test_checks_pass_references_and_fail_mistakes(capsys):
     from bnlessons import running_stats
     from bnlessons.inference import precise_bn
-    assert checks.check_pytorch_update(running_stats.pytorch_update).passed
-    assert checks.check_cs231n_update(running_stats.cs231n_update).passed
-    assert checks.check_precise_bn(precise_bn.recompute_bn_stats).passed
+    assert checks.check_pytorch_update(by_hand(running_stats.pytorch_update)).passed
+    assert checks.check_cs231n_update(by_hand(running_stats.cs231n_update)).passed
+    assert checks.check_precise_bn(by_hand(precise_bn.recompute_bn_stats)).passed
 
     def fold(linear, bn):
-        f = deploy.fold_linear_bn(linear, bn)
+        f = by_hand(deploy.fold_linear_bn)(linear, bn)
         return f.weight, f.bias
     assert checks.check_fold_linear(fold).passed
 
     def cs231n_as_pytorch(rm, rv, x, momentum):
-        return running_stats.cs231n_update(rm, rv, x, 1 - momentum)
+        return by_hand(running_stats.cs231n_update)(rm, rv, x, 1 - momentum)
     verdict = checks.check_cs231n_update(cs231n_as_pytorch)
     assert not verdict.passed and "OLD" in verdict.message
 
@@ -223,7 +225,7 @@ def test_checks_catch_a_solution_that_always_ends_in_training_mode():
     assert not verdict.passed and "came in eval mode" in verdict.message
 
     def recompute_then_train(model, x, batch_size):
-        precise_bn.recompute_bn_stats(model, x, batch_size)
+        by_hand(precise_bn.recompute_bn_stats)(model, x, batch_size)
         model.train()
 
     verdict = checks.check_precise_bn(recompute_then_train, verbose=False)
@@ -236,7 +238,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
 
     def recompute_restoring_the_top_flag_only(model, x, batch_size):
         was = model.training
-        precise_bn.recompute_bn_stats(model, x, batch_size)
+        by_hand(precise_bn.recompute_bn_stats)(model, x, batch_size)
         model.train()
         model.training = was  # the submodules stay in training mode
     verdict = checks.check_precise_bn(recompute_restoring_the_top_flag_only, verbose=False)
@@ -254,7 +256,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
     assert not verdict.passed and "only the top one" in verdict.message
 
     def in_place(rm, rv, count, x, momentum):
-        new = running_stats.pytorch_update(rm, rv, count, x, momentum)
+        new = by_hand(running_stats.pytorch_update)(rm, rv, count, x, momentum)
         rm.copy_(new[0])
         rv.copy_(new[1])
         return new
@@ -262,7 +264,7 @@ def test_checks_compare_every_submodules_mode_and_reject_in_place_updates():
     assert not verdict.passed and "in place" in verdict.message
 
     def cs231n_in_place(rm, rv, x, momentum):
-        new = running_stats.cs231n_update(rm, rv, x, momentum)
+        new = by_hand(running_stats.cs231n_update)(rm, rv, x, momentum)
         rm.copy_(new[0])
         return new
     verdict = checks.check_cs231n_update(cs231n_in_place, verbose=False)

@@ -12,6 +12,8 @@ from bnlessons.placement import dropout as dp
 from bnlessons.placement import residual_blocks as rb
 from bnlessons.placement import sequences as sq
 
+from conftest import by_hand
+
 
 def test_variance_ratio_closed_form_and_monte_carlo():
     assert dp.variance_ratio(0.0, 1.0, 0.5) == pytest.approx(2.0)
@@ -152,10 +154,10 @@ def test_next_step_training_cannot_beat_white_noise_honestly():
 
 
 def test_placement_checks():
-    assert checks.check_dropout_variance_ratio(dp.variance_ratio, verbose=False)
+    assert checks.check_dropout_variance_ratio(by_hand(dp.variance_ratio), verbose=False)
     v = checks.check_dropout_variance_ratio(lambda c, vv, p: 1 / p, verbose=False)
     assert not v and "1/p is right only" in v.message
-    assert checks.check_causal_norm(sq.ChannelLayerNorm, verbose=False)
+    assert checks.check_causal_norm(by_hand(sq.ChannelLayerNorm), verbose=False)
     v = checks.check_causal_norm(nn.BatchNorm1d, verbose=False)
     assert not v and "later steps" in v.message
     v = checks.check_causal_norm(lambda c: nn.Identity(), verbose=False)
@@ -229,8 +231,8 @@ class _FunctionalReLU(nn.Module):
 
 
 def test_preact_block_check():
-    assert checks.check_preact_block(lambda w: ResidualBlock(w, norm="bn", branch_layers=2),
-                                     verbose=False)
+    assert checks.check_preact_block(
+        by_hand(lambda w: ResidualBlock(w, norm="bn", branch_layers=2)), verbose=False)
     assert checks.check_preact_block(_FunctionalReLU, verbose=False)
     assert checks.check_preact_block(
         lambda w: _Branch(w, ["bn", "relu", "linear", "bn", "relu", "linear"]), verbose=False)
@@ -449,7 +451,8 @@ def test_sigmoid_controls():
 def test_weighted_dropout_ratio_check():
     """The reference passes; each plausible wrong formula fails with the step it skipped."""
     ok = checks.check_weighted_dropout_ratio(
-        lambda w, m, c, p: float(dp.weighted_sum_variance_ratio(w, m, c, p)), verbose=False)
+        by_hand(lambda w, m, c, p: float(dp.weighted_sum_variance_ratio(w, m, c, p))),
+        verbose=False)
     assert ok, ok.message
 
     def noise(w, m, c, p, second=True, squared=True):
