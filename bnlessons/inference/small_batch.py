@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons._validate import check_bn_input, check_int, check_nonnegative, check_number
+from bnlessons._validate import (
+    check_bn_input,
+    check_bool,
+    check_int,
+    check_nonnegative,
+    check_number,
+)
 from bnlessons.inference.bn_modes import replace_batchnorm
 from bnlessons.reproducibility import seeded
 
@@ -126,9 +132,7 @@ class BatchRenorm1d(GhostBatchNorm1d):
                  eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_std: bool = False) -> None:
         super().__init__(num_features, ghost_size, eps=eps, momentum=momentum, affine=affine)
-        if not isinstance(track_std, bool):
-            raise TypeError(f"track_std must be True or False, got {type(track_std).__name__}")
-        self.track_std = track_std
+        self.track_std = check_bool(track_std, "track_std")
         self.r_max = check_number(r_max, "r_max", low=1)
         self.d_max = check_nonnegative(d_max, "d_max")
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
