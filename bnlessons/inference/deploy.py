@@ -17,6 +17,11 @@ new distribution, leaving every weight alone:
 * ``shift_images``: a few simple, deterministic shifts of images in [0, 1].
 * ``adapt_bn``: a copy of a model with its BN statistics recomputed on the
   unlabelled shifted inputs (precise BN on the new data).
+
+What folding saves: ``operation_counts`` (multiply-adds against the elements
+BN touches), ``bn_time`` (the BN layers timed alone), ``forward_time`` and
+``paired_time_ratios`` (interleaved rounds of two models, one ratio per
+round, so that the spread shows the noise).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlessons._own_work import answers
-from bnlessons._validate import as_float_tensor, check_module, check_number
+from bnlessons._validate import as_float_tensor, check_int, check_module, check_number
 from bnlessons.inference.precise_bn import recompute_bn_stats
 from bnlessons.measure import median_time
 from bnlessons.train import eval_mode
@@ -180,3 +185,106 @@ def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: i
     check_module(model, "model")
     with eval_mode(model):
         return median_time(lambda: model(x), repeats=repeats, number=number, warmup=1)
+
+
+@torch.no_grad()
+def operation_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Multiply-adds of the Linear/Conv2d layers and elements BN touches, for input ``x``.
+
+    One eval-mode forward pass with hooks: a ``Linear`` layer costs
+    ``in_features`` multiply-adds per output element, a ``Conv2d`` layer
+    ``in_channels / groups * kernel area`` per output element; a BN layer
+    (any ``_BatchNorm``) touches each of its output elements once, with one
+    multiply and one add in eval mode. Returns ``{"multiply_adds": ...,
+    "bn_elements": ...}``: the arithmetic that folding leaves and the
+    elementwise work it removes.
+    """
+    check_module(model, "model")
+    x = as_float_tensor(x, "x")
+    counts = {"multiply_adds": 0, "bn_elements": 0}
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            counts["multiply_adds"] += output.numel() * module.in_features
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            per_output = module.in_channels // module.groups * kh * kw
+            counts["multiply_adds"] += output.numel() * per_output
+        elif isinstance(module, _BatchNorm):
+            counts["bn_elements"] += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d, _BatchNorm))]
+    try:
+        with eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+@torch.no_grad()
+def bn_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: int = 15) -> float:
+    """Seconds per forward pass that the BN layers of ``model`` take on their own.
+
+    One eval-mode pass records what each BN layer receives; each layer is
+    then timed alone on that input (``measure.median_time``) and the times
+    are summed. Like every timing, it varies between machines and runs.
+    """
+    check_module(model, "model")
+    x = as_float_tensor(x, "x")
+    inputs: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        inputs[module] = args[0].detach().clone()
+
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    if not layers:
+        raise ValueError("model has no BN layer to time")
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    try:
+        with eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    with eval_mode(model):
+        return sum(median_time(lambda m=m: m(inputs[m]), repeats=repeats, number=number,
+                               warmup=1) for m in layers)
+
+
+@torch.no_grad()
+def paired_time_ratios(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor,
+                       rounds: int, number: int) -> list[float]:
+    """Per round, (time of ``model_b``) / (time of ``model_a``) on ``x``, in eval mode.
+
+    Each round times ``number`` forward passes of each model back to back,
+    alternating which goes first, so that a slow spell of a shared machine
+    falls on both models of a round. The spread of the ratios over rounds is
+    the noise any difference must clear.
+    """
+    import time
+
+    check_module(model_a, "model_a")
+    check_module(model_b, "model_b")
+    x = as_float_tensor(x, "x")
+    check_int(rounds, "rounds", 1)
+    check_int(number, "number", 1)
+
+    def seconds(model: nn.Module) -> float:
+        start = time.perf_counter()
+        for _ in range(number):
+            model(x)
+        return time.perf_counter() - start
+
+    ratios = []
+    with eval_mode(model_a), eval_mode(model_b):
+        model_a(x), model_b(x)  # warm-up
+        for k in range(rounds):
+            if k % 2:
+                t_b, t_a = seconds(model_b), seconds(model_a)
+            else:
+                t_a, t_b = seconds(model_a), seconds(model_b)
+            ratios.append(t_b / t_a)
+    return ratios

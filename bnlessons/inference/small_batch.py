@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from bnlessons import running_stats
-from bnlessons._validate import check_bn_input, check_int, check_nonnegative, check_number
+from bnlessons._validate import (
+    check_bn_input,
+    check_bool,
+    check_int,
+    check_nonnegative,
+    check_number,
+)
 from bnlessons.inference.bn_modes import replace_batchnorm
 from bnlessons.reproducibility import seeded
 
@@ -109,12 +115,24 @@ class BatchRenorm1d(GhostBatchNorm1d):
     ``r_max = 1, d_max = 0`` (plain BN, while the running statistics settle);
     over the next ``ramp_steps`` batches they grow linearly to ``r_max`` and
     ``d_max``. ``limits()`` gives the current pair.
+
+    ``track_std=False`` keeps the running variance as ghost BN does (the
+    groups' unbiased variances), so ``sigma = sqrt(running_var + eps)`` is
+    the population standard deviation. ``track_std=True`` follows Algorithm 1
+    of the paper: ``sigma`` is a moving average of the groups' own
+    ``sigma_B = sqrt(var_B + eps)`` (biased variance), stored as
+    ``running_var = sigma**2 - eps`` so that eval mode divides by it. For
+    small groups ``E[sigma_B]`` is well below the population standard
+    deviation (about 0.56 of it for g = 2 and Gaussian values), and the two
+    choices differ by that factor.
     """
 
     def __init__(self, num_features: int, ghost_size: int, r_max: float = 3.0,
                  d_max: float = 5.0, warmup_steps: int = 100, ramp_steps: int = 400,
-                 eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True) -> None:
+                 eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_std: bool = False) -> None:
         super().__init__(num_features, ghost_size, eps=eps, momentum=momentum, affine=affine)
+        self.track_std = check_bool(track_std, "track_std")
         self.r_max = check_number(r_max, "r_max", low=1)
         self.d_max = check_nonnegative(d_max, "d_max")
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
@@ -122,7 +140,8 @@ class BatchRenorm1d(GhostBatchNorm1d):
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", r_max={self.r_max}, d_max={self.d_max}, "
-                f"warmup_steps={self.warmup_steps}, ramp_steps={self.ramp_steps}")
+                f"warmup_steps={self.warmup_steps}, ramp_steps={self.ramp_steps}, "
+                f"track_std={self.track_std}")
 
     def limits(self) -> tuple[float, float]:
         """The clipping limits (r_max, d_max) for the next training batch."""
@@ -145,8 +164,22 @@ class BatchRenorm1d(GhostBatchNorm1d):
             r = (std / run_std).clamp(1.0 / r_max, r_max)
             d = ((mean - self.running_mean) / run_std).clamp(-d_max, d_max)
         xhat = centred / std * r + d
-        self._update(mean.detach(), var.detach())
+        if self.track_std:
+            self._update_std(mean.detach(), std.detach())
+        else:
+            self._update(mean.detach(), var.detach())
         return self._affine(xhat.reshape(x.shape))
+
+    @torch.no_grad()
+    def _update_std(self, group_mean: torch.Tensor, group_std: torch.Tensor) -> None:
+        """Algorithm 1's update: moving averages of mu_B and of sigma_B (not sigma_B**2)."""
+        self.num_batches_tracked += 1
+        weight = running_stats.new_batch_weight(self.momentum, int(self.num_batches_tracked))
+        self.running_mean.copy_(running_stats.blend(self.running_mean,
+                                                    group_mean.mean(dim=(0, 1)), weight))
+        sigma = running_stats.blend(torch.sqrt(self.running_var + self.eps),
+                                    group_std.mean(dim=(0, 1)), weight)
+        self.running_var.copy_(sigma * sigma - self.eps)
 
 
 def use_ghost_batchnorm(model: nn.Module, ghost_size: int, renorm: bool = False,

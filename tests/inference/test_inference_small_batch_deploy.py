@@ -1,5 +1,6 @@
 """Ghost BN, Batch Renormalization, folding BN, AdaBN, and the inference checks."""
 import copy
+import math
 
 import pytest
 import torch
@@ -323,3 +324,70 @@ def test_folding_matches_pytorchs_own_fusion(bias):
     ours, theirs = deploy.fold_conv_bn(conv, bn2), fuse_conv_bn_eval(conv, bn2)
     torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.bias, theirs.bias, rtol=1e-12, atol=1e-12)
+
+
+def test_renorm_track_std_keeps_algorithm_1s_moving_sigma():
+    torch.manual_seed(0)
+    x = torch.randn(64 * 128, 3)
+    sigma = {}
+    for track_std in (False, True):
+        layer = sb.BatchRenorm1d(3, ghost_size=2, warmup_steps=0, ramp_steps=0,
+                                          momentum=None, track_std=track_std)
+        for batch in x.split(128):
+            layer(batch)
+        sigma[track_std] = (layer.running_var + layer.eps).sqrt()
+    # unbiased variances average to the population's; sigma_B of a pair averages
+    # to sigma / sqrt(pi) for Gaussian values
+    torch.testing.assert_close(sigma[False], torch.ones(3), atol=0.03, rtol=0)
+    torch.testing.assert_close(sigma[True], torch.full((3,), 1 / math.pi**0.5), atol=0.02,
+                               rtol=0)
+    with pytest.raises(TypeError, match="track_std"):
+        sb.BatchRenorm1d(3, ghost_size=2, track_std=1)
+
+
+def test_renorm_track_std_unclipped_equals_its_eval_map():
+    torch.manual_seed(1)
+    layer = sb.BatchRenorm1d(4, ghost_size=4, r_max=1e6, d_max=1e6, warmup_steps=0,
+                                      ramp_steps=0, track_std=True)
+    for _ in range(5):
+        layer(torch.randn(16, 4) * 2 + 1)
+    x = torch.randn(16, 4) * 2 + 1
+    with torch.no_grad():
+        sigma = (layer.running_var + layer.eps).sqrt()
+        expected = (x - layer.running_mean) / sigma * layer.weight + layer.bias
+    out = layer(x)  # normalises with the statistics before this batch's update
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_operation_counts_of_linear_conv_and_bn():
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.Linear(4, 2))
+    counts = deploy.operation_counts(model, torch.randn(5, 3))
+    assert counts == {"multiply_adds": 5 * 4 * 3 + 5 * 2 * 4, "bn_elements": 5 * 4}
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3))
+    counts = deploy.operation_counts(conv, torch.randn(1, 2, 4, 4))
+    assert counts == {"multiply_adds": 3 * 16 * 2 * 9, "bn_elements": 3 * 16}
+    assert model.training  # the mode is restored
+
+
+def test_bn_time_and_paired_ratios():
+    import time
+
+    class Slow(nn.Module):
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = seconds
+
+        def forward(self, x):
+            time.sleep(self.seconds)
+            return x
+
+    ratios = deploy.paired_time_ratios(Slow(0.001), Slow(0.003), torch.randn(2, 3),
+                                       rounds=4, number=2)
+    assert len(ratios) == 4 and all(1.5 < r < 4 for r in ratios)
+    with pytest.raises(ValueError, match="rounds"):
+        deploy.paired_time_ratios(Slow(0.0), Slow(0.0), torch.randn(2, 3), rounds=0, number=1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), Slow(0.05))
+    assert 0 < deploy.bn_time(model, torch.randn(8, 3), number=2, repeats=2) < 0.05
+    with pytest.raises(ValueError, match="no BN"):
+        deploy.bn_time(nn.Linear(3, 2), torch.randn(2, 3))
