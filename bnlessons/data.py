@@ -154,13 +154,29 @@ def mnist_subset(binarize: bool = False, flatten: bool = True) -> Dataset:
     return _split(name, x, y, n_train=4000)
 
 
-def mnist1d(seed: int = 42) -> Dataset:
-    """MNIST-1D (Greydanus 2020), generated: 4,000 train / 1,000 test, 40 features.
+def _mnist1d_arrays(seed: int) -> dict[str, np.ndarray]:
+    """MNIST-1D's four arrays for ``seed``, generated once (about ten seconds) and
+    then read from an ``.npz`` in the cache folder, named by the generator's
+    version and the seed; a cache that cannot be written is skipped, and one
+    that cannot be read is generated again."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    The generator reseeds Python's and NumPy's global random state; both are
-    restored afterwards so the caller's random stream is not disturbed.
-    """
-    import mnist1d.data
+    try:
+        tag = version("mnist1d")
+    except PackageNotFoundError:  # pragma: no cover - an unpackaged checkout
+        tag = "unknown"
+    keys = ("x", "y", "x_test", "y_test")
+    cache = _cache_file(f"mnist1d-{tag}-seed{seed}.npz")
+    try:
+        with np.load(cache) as stored:
+            arrays = {k: stored[k] for k in keys}
+        if not (arrays["x"].ndim == 2 and arrays["y"].shape == (len(arrays["x"]),)
+                and arrays["y_test"].shape == (len(arrays["x_test"]),)):
+            raise ValueError(f"{cache} does not hold MNIST-1D")
+        return arrays
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    import mnist1d.data  # slow to import: only when the arrays are not cached
 
     args = mnist1d.data.get_dataset_args()
     args.seed = int(seed)
@@ -170,6 +186,25 @@ def mnist1d(seed: int = 42) -> Dataset:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+    arrays = {k: np.asarray(d[k]) for k in keys}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, cache)  # atomic: a concurrent reader sees all or nothing
+    except OSError:
+        pass
+    return arrays
+
+
+def mnist1d(seed: int = 42) -> Dataset:
+    """MNIST-1D (Greydanus 2020), generated: 4,000 train / 1,000 test, 40 features.
+
+    The generator reseeds Python's and NumPy's global random state; both are
+    restored afterwards so the caller's random stream is not disturbed. The
+    generated arrays are kept in the cache folder (see ``_mnist1d_arrays``).
+    """
+    d = _mnist1d_arrays(int(seed))
     return Dataset(
         "mnist1d",
         torch.tensor(d["x"], dtype=torch.float32),

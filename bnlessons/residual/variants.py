@@ -13,6 +13,9 @@ differ only inside their residual branches:
   whose gamma starts at zero (Goyal et al. 2017), so every block starts as
   the identity while every branch weight still gets a gradient once gamma
   has moved;
+* ``"bn-unit-gamma"``: the same layers as ``"bn-zero-gamma"`` (and the same
+  weights from the same seed), but the added BN keeps gamma = 1: the matched
+  control, which does not start as the identity;
 * ``"fixup"``: ``fixup.FixupResidualMLP`` (Zhang et al. 2019).
 
 ``final_norm=True`` puts a BN between the last block and the head (the usual
@@ -43,7 +46,7 @@ from bnlessons.reproducibility import seeded
 from bnlessons.residual.fixup import FixupResidualMLP
 from bnlessons.train import History, train
 
-VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "fixup")
+VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "bn-unit-gamma", "fixup")
 
 
 def _check_dropout(dropout: object) -> float:
@@ -64,10 +67,11 @@ def _build(variant: str, depth: int, in_features: int, num_classes: int, width: 
         # ResidualMLP puts a BN before the head of a BN network only; here the
         # head is the same for every variant unless final_norm asks for that BN.
         model.final_norm = nn.BatchNorm1d(width) if final_norm else nn.Identity()
-        if variant == "bn-zero-gamma":
+        if variant in ("bn-zero-gamma", "bn-unit-gamma"):
             for block in model.blocks:
                 last = nn.BatchNorm1d(width)
-                nn.init.zeros_(last.weight)
+                if variant == "bn-zero-gamma":
+                    nn.init.zeros_(last.weight)
                 block.branch.append(last)
     if dropout > 0:
         model.final_act = nn.Sequential(model.final_act, nn.Dropout(dropout))

