@@ -187,6 +187,17 @@ def forward_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: i
         return median_time(lambda: model(x), repeats=repeats, number=number, warmup=1)
 
 
+def _forward_with_hooks(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One eval-mode forward pass of ``model`` on ``x``, then the hooks' ``handles``
+    removed (also when the pass fails), so that measuring leaves the model as it was."""
+    try:
+        with eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def operation_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Multiply-adds of the Linear/Conv2d layers and elements BN touches, for input ``x``.
@@ -213,14 +224,8 @@ def operation_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         elif isinstance(module, _BatchNorm):
             counts["bn_elements"] += output.numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d, _BatchNorm))]
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(model, x, [m.register_forward_hook(hook) for m in model.modules()
+                                   if isinstance(m, (nn.Linear, nn.Conv2d, _BatchNorm))])
     return counts
 
 
@@ -242,13 +247,7 @@ def bn_time(model: nn.Module, x: torch.Tensor, number: int = 20, repeats: int = 
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if not layers:
         raise ValueError("model has no BN layer to time")
-    handles = [m.register_forward_pre_hook(hook) for m in layers]
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(model, x, [m.register_forward_pre_hook(hook) for m in layers])
     with eval_mode(model):
         return sum(median_time(lambda m=m: m(inputs[m]), repeats=repeats, number=number,
                                warmup=1) for m in layers)
