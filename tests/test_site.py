@@ -153,7 +153,9 @@ PAGE_REPORT = """
   const header = document.querySelector('header#pst-header');
   const duplicateHeader = !!header && header.offsetHeight > 0;
   const images = Array.from(document.images).map(img => ({
-    src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}));
+    src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
+    figure: !!img.closest('div.cell_output'),
+    alt: (img.getAttribute('alt') || '').trim()}));
   return {raw, images, clipped, duplicateHeader,
           math: document.querySelectorAll('mjx-container').length};
 }
@@ -205,6 +207,11 @@ def test_pages_render_offline(built_site, server, browser):
                             f"sideways): {report['clipped'][:3]}")
         if report["duplicateHeader"]:
             failures.append(f"{rel}: the theme's second, nearly empty header is shown")
+        no_alt = [i["src"] for i in report["images"] if i["figure"]
+                  and (not i["alt"] or i["alt"].endswith(".png"))]
+        if no_alt:
+            failures.append(f"{rel}: figures without alt text (cell metadata "
+                            f"mystnb.image.alt): {no_alt[:3]}")
         broken = [i["src"] for i in report["images"] if not i["ok"]]
         if broken:
             failures.append(f"{rel}: images that did not load: {broken[:3]}")
