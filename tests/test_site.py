@@ -67,7 +67,11 @@ def built_site() -> Path:
 
 
 def chapter_pages(html: Path) -> list[Path]:
-    return sorted(p for p in (html / "book").rglob("*.html"))
+    """The built page of every page the book has now (not pages an earlier build
+    left behind under names the book no longer uses)."""
+    sources = [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
+               and ".ipynb_checkpoints" not in p.parts]
+    return sorted(html / src.relative_to(ROOT).with_suffix(".html") for src in sources)
 
 
 @pytest.mark.slow
