@@ -158,7 +158,8 @@ PAGE_REPORT = """
   const duplicateHeader = !!header && header.offsetHeight > 0;
   const images = Array.from(document.images).map(img => ({
     src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
-    figure: !!img.closest('div.cell_output'),
+    // widget snapshots are drawn by the ipywidgets embedder, which sets no alt
+    figure: !!img.closest('div.cell_output') && !img.closest('.jupyter-widgets'),
     alt: (img.getAttribute('alt') || '').trim()}));
   return {raw, images, clipped, duplicateHeader,
           math: document.querySelectorAll('mjx-container').length};
