@@ -66,20 +66,22 @@ def built_site() -> Path:
     return HTML
 
 
+def book_sources() -> list[Path]:
+    """Every page of the book: its Markdown files and notebooks."""
+    return [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
+            and ".ipynb_checkpoints" not in p.parts]
+
+
 def chapter_pages(html: Path) -> list[Path]:
     """The built page of every page the book has now (not pages an earlier build
     left behind under names the book no longer uses)."""
-    sources = [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
-               and ".ipynb_checkpoints" not in p.parts]
-    return sorted(html / src.relative_to(ROOT).with_suffix(".html") for src in sources)
+    return sorted(html / src.relative_to(ROOT).with_suffix(".html") for src in book_sources())
 
 
 @pytest.mark.slow
 def test_every_toc_page_was_built(built_site):
-    sources = [p for p in (ROOT / "book").rglob("*") if p.suffix in (".md", ".ipynb")
-               and ".ipynb_checkpoints" not in p.parts]
     toc = (ROOT / "_toc.yml").read_text()
-    for src in sources:
+    for src in book_sources():
         rel = src.relative_to(ROOT).with_suffix("")
         assert str(rel) in toc, f"{rel} is not in _toc.yml"
         assert (built_site / rel).with_suffix(".html").exists(), f"{rel} was not built"
