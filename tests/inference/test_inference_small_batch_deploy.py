@@ -171,16 +171,20 @@ def test_shift_images_and_adapt_bn():
     assert model.training  # the original is untouched
 
 
-def test_forward_time_measures_the_forward_pass():
+def test_forward_time_measures_the_forward_pass(monkeypatch):
     import time
+
+    clock = [0.0]  # a fake clock that only the model advances: exact under load
 
     class Slow(nn.Module):
         def forward(self, x):
-            time.sleep(0.002)
+            clock[0] += 0.002
             return x
 
-    seconds = deploy.forward_time(Slow(), torch.randn(4, 3), number=3, repeats=3)
-    assert 0.002 <= seconds < 0.05
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "perf_counter", lambda: clock[0])
+        seconds = deploy.forward_time(Slow(), torch.randn(4, 3), number=3, repeats=3)
+    assert seconds == pytest.approx(0.002)
     with pytest.raises(ValueError, match="repeats"):
         deploy.forward_time(nn.Linear(3, 2), torch.randn(4, 3), repeats=0)
 
@@ -370,8 +374,12 @@ def test_operation_counts_of_linear_conv_and_bn():
     assert model.training  # the mode is restored
 
 
-def test_bn_time_and_paired_ratios():
+def test_bn_time_and_paired_ratios(monkeypatch):
     import time
+
+    # A fake clock that only the models advance: the ratios are then exact,
+    # whatever else the machine is doing (a real sleep was flaky under load).
+    clock = [0.0]
 
     class Slow(nn.Module):
         def __init__(self, seconds):
@@ -379,15 +387,27 @@ def test_bn_time_and_paired_ratios():
             self.seconds = seconds
 
         def forward(self, x):
-            time.sleep(self.seconds)
+            clock[0] += self.seconds
             return x
 
-    ratios = deploy.paired_time_ratios(Slow(0.001), Slow(0.003), torch.randn(2, 3),
-                                       rounds=4, number=2)
-    assert len(ratios) == 4 and all(1.5 < r < 4 for r in ratios)
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "perf_counter", lambda: clock[0])
+        ratios = deploy.paired_time_ratios(Slow(0.001), Slow(0.003), torch.randn(2, 3),
+                                           rounds=4, number=2)
+    assert ratios == pytest.approx([3.0] * 4)
     with pytest.raises(ValueError, match="rounds"):
         deploy.paired_time_ratios(Slow(0.0), Slow(0.0), torch.randn(2, 3), rounds=0, number=1)
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), Slow(0.05))
-    assert 0 < deploy.bn_time(model, torch.randn(8, 3), number=2, repeats=2) < 0.05
+
+    class TimedBN(nn.BatchNorm1d):
+        def forward(self, x):
+            clock[0] += 0.002
+            return super().forward(x)
+
+    # bn_time counts the BN layer's time only, not the slow layer after it.
+    model = nn.Sequential(nn.Linear(3, 4), TimedBN(4), Slow(1.0))
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "perf_counter", lambda: clock[0])
+        seconds = deploy.bn_time(model, torch.randn(8, 3), number=2, repeats=2)
+    assert seconds == pytest.approx(0.002)
     with pytest.raises(ValueError, match="no BN"):
         deploy.bn_time(nn.Linear(3, 2), torch.randn(2, 3))
