@@ -307,20 +307,31 @@ def sources_digest(check: str, hidden: str) -> str:
 
 
 def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: str,
-                     seed: Optional[int] = None, key_file: str = "KEY"
-                     ) -> tuple[NotebookNode, list[Exercise]]:
+                     seed: Optional[int] = None, key_file: str = "KEY", to_end: bool = False,
+                     parameters: Optional[str] = None) -> tuple[NotebookNode, list[Exercise]]:
     """The notebook that is executed: the guard armed first, the lesson, the student's answers,
     and each exercise's check and hidden tests run by the guard, cut after the last graded
-    cell. ``seed`` (the grader's) redraws the hidden tests' inputs; ``key_file`` is where the
-    guard reads the run's key. What was guessed or missing is in the notebook's
+    cell (``to_end``: the whole lesson, as Run All runs it). ``seed`` (the grader's) redraws
+    the hidden tests' inputs; ``key_file`` is where the guard reads the run's key;
+    ``parameters``, if given, is code run right after the lesson's ``parameters`` cell (other
+    seeds for the whole lesson, say). What was guessed or missing is in the notebook's
     ``coursework`` metadata (``warnings``, ``notes``)."""
+    if not isinstance(to_end, bool):
+        raise TypeError(f"to_end must be True or False, got {to_end!r}")
+    if parameters is not None and not isinstance(parameters, str):
+        raise TypeError(f"parameters must be a string of code or None, got {parameters!r}")
     found = exercises(lesson_nb, lesson)
     student = student_notebook(lesson_nb, lesson)
     answers = find_answers(lesson_nb, submission, found)
     role = cell_roles(found)
     graded = [i for ex in found if ex.graded for i in (ex.check_cell, ex.hidden_cell)
               if i is not None]
-    stop = max(graded) if graded else -1
+    stop = len(lesson_nb.cells) - 1 if to_end else max(graded) if graded else -1
+    where = [i for i, c in enumerate(lesson_nb.cells)
+             if "parameters" in c.metadata.get("tags", [])]
+    if parameters is not None and not (where and where[0] <= stop):
+        raise ValueError(f"parameters were given, but lesson {lesson!r} has no cell tagged "
+                         "'parameters' in the part that runs")
     stubs = {c.get("id"): c for c in student.cells}
     imports = _imports(lesson_nb)
     cells: list[NotebookNode] = []
@@ -356,6 +367,8 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
             pass  # run by the guard with the check
         elif kind == "lesson":
             cells.append(_clean(cell))
+            if parameters is not None and i == where[0]:
+                cells.append(_mark(nbformat.v4.new_code_cell(parameters), "", "parameters"))
         # (the solution gate's markdown is left out)
         cells.extend(answers.added.pop(i, []))
     for cell in cells:
@@ -432,10 +445,14 @@ def _written(ex: Exercise, submission: NotebookNode) -> Result:
 
 def grade(path: Union[str, Path], book: Union[str, Path], cell_timeout: int = CELL_TIMEOUT,
           kernel_name: str = KERNEL, lesson: Optional[str] = None,
-          seed: Optional[int] = None) -> Report:
+          seed: Optional[int] = None, to_end: bool = False,
+          parameters: Optional[str] = None) -> Report:
     """Grade one notebook. ``book`` is the folder of lessons; ``lesson`` (``<chapter>/<name>``)
     overrides what the notebook's metadata or file name say; ``seed`` (the instructor's)
-    chooses the hidden tests' random inputs (None: the lesson's own, which are public)."""
+    chooses the hidden tests' random inputs (None: the lesson's own, which are public).
+    ``to_end`` runs the whole lesson, not only up to its last graded cell, so that an error
+    anywhere in it (a claim that fails, a cell that needs an answer) is a lesson error;
+    ``parameters`` is code run right after the lesson's ``parameters`` cell."""
     path, book = Path(path), Path(book)
     if isinstance(cell_timeout, bool) or not isinstance(cell_timeout, int) or cell_timeout <= 0:
         raise ValueError(f"cell_timeout must be a positive number of seconds, got "
@@ -454,7 +471,8 @@ def grade(path: Union[str, Path], book: Union[str, Path], cell_timeout: int = CE
     handle, key_file = tempfile.mkstemp(prefix="bnlessons-grader-")
     with os.fdopen(handle, "wb") as f:
         f.write(key)
-    nb, found = grading_notebook(lesson_nb, submission, lesson, seed=seed, key_file=key_file)
+    nb, found = grading_notebook(lesson_nb, submission, lesson, seed=seed, key_file=key_file,
+                                 to_end=to_end, parameters=parameters)
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel_name,
                             allow_errors=True, interrupt_on_timeout=True,

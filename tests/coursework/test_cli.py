@@ -70,6 +70,28 @@ def test_the_grading_notebook_keeps_the_checks_and_takes_only_the_answers():
     assert nb.cells[-1].metadata["coursework"]["role"] == "graded"  # nothing after the last
 
 
+def test_to_end_runs_the_whole_lesson_with_the_given_parameters():
+    lesson = nbformat.read(BOOK / f"{LESSON}.ipynb", 4)
+    submission = student_notebook(lesson, LESSON)
+    cut, _ = grading_notebook(lesson, submission, LESSON)
+    whole, _ = grading_notebook(lesson, submission, LESSON, to_end=True,
+                                parameters="SEEDS = [7]")
+    last_code = [c for c in lesson.cells if c.cell_type == "code"][-1]
+    assert last_code.source not in [c.source for c in cut.cells]
+    whole_code = [c for c in whole.cells if c.cell_type == "code"]
+    assert whole_code[-1].source == last_code.source and len(whole.cells) > len(cut.cells)
+    (i,) = [i for i, c in enumerate(whole.cells) if c.source == "SEEDS = [7]"]
+    (p,) = [c for c in lesson.cells if "parameters" in c.metadata.get("tags", [])]
+    assert whole.cells[i - 1].source == p.source  # right after the parameters cell
+    with pytest.raises(TypeError, match="to_end"):
+        grading_notebook(lesson, submission, LESSON, to_end=1)
+    with pytest.raises(TypeError, match="parameters"):
+        grading_notebook(lesson, submission, LESSON, parameters=["SEEDS = [7]"])
+    lesson.cells[lesson.cells.index(p)].metadata["tags"] = []
+    with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
+        grading_notebook(lesson, submission, LESSON, parameters="SEEDS = [7]")
+
+
 def answer_cells(nb, label):
     return [c for c in nb.cells if c.metadata.get("coursework") == {"label": label,
                                                                      "role": "answer"}]
