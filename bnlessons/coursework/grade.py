@@ -42,7 +42,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from bnlessons._validate import check_int
+from bnlessons._validate import check_bool, check_int
 from bnlessons.coursework.guard import read_signed
 from bnlessons.coursework.lesson import (
     Exercise,
@@ -316,8 +316,7 @@ def grading_notebook(lesson_nb: NotebookNode, submission: NotebookNode, lesson: 
     ``parameters``, if given, is code run right after the lesson's ``parameters`` cell (other
     seeds for the whole lesson, say). What was guessed or missing is in the notebook's
     ``coursework`` metadata (``warnings``, ``notes``)."""
-    if not isinstance(to_end, bool):
-        raise TypeError(f"to_end must be True or False, got {to_end!r}")
+    check_bool(to_end, "to_end")
     if parameters is not None and not isinstance(parameters, str):
         raise TypeError(f"parameters must be a string of code or None, got {parameters!r}")
     found = exercises(lesson_nb, lesson)
