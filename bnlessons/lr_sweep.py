@@ -17,7 +17,11 @@ it calls ``score(lr)`` for the rates in ascending order (a validation
 accuracy, say, or a final training loss) and keeps the best. A score that is
 not finite (a diverged run) counts as the worst. With ``patience=k`` it stops
 after ``k`` rates in a row worse than the best so far: the rates above are
-skipped. ``Tuned.bracketed`` says whether a rate below the best and a rate
+skipped. With ``start`` (a rate of the grid) the sweep begins there instead,
+goes up, and then down from ``start`` only as far as needed: once the best
+has ``patience`` worse rates on each side (or the grid ends), the rest are
+skipped, which saves the runs at the bottom of the grid when the best lies
+mid-grid. ``Tuned.bracketed`` says whether a rate below the best and a rate
 above it were tried and scored worse, so that the best is not an artefact of
 where the grid ends.
 """
@@ -136,7 +140,7 @@ class Tuned:
     scores: tuple[float, ...]
     best: float
     maximise: bool
-    skipped: tuple[float, ...]  # rates of the grid above the last one tried
+    skipped: tuple[float, ...]  # rates of the grid not tried (ascending)
 
     def bracketed(self) -> bool:
         """A rate below the best and a rate above it were tried."""
@@ -148,13 +152,19 @@ class Tuned:
 
 
 def tune_rate(score: Callable[[float], float], lrs: Sequence[float], *, maximise: bool,
-              patience: Optional[int]) -> Tuned:
+              patience: Optional[int], start: Optional[float] = None) -> Tuned:
     """The rate of ``lrs`` with the best ``score(lr)`` (the largest if ``maximise``).
 
     ``lrs`` must be ascending and positive. Non-finite scores count as the
     worst; ties go to the smaller rate. ``patience`` (an int >= 1, or None to
     try every rate) stops the sweep after that many rates in a row worse than
-    the best so far.
+    the best so far. Without ``start`` the rates are tried in ascending
+    order. With ``start`` (one of ``lrs``) the sweep tries ``start`` and the
+    rates above it in ascending order, then the rates below it in descending
+    order; the downward part stops once ``patience`` rates in a row below the
+    best (counting those already tried between ``start`` and the best) score
+    worse, so it tries nothing when the best moved up by at least
+    ``patience`` rates.
     """
     if isinstance(score, nn.Module) or not callable(score):
         raise TypeError(f"score must be callable as score(lr), got {type(score).__name__}")
@@ -163,20 +173,40 @@ def tune_rate(score: Callable[[float], float], lrs: Sequence[float], *, maximise
         raise ValueError(f"lrs must be distinct, ascending and not empty, got {lrs}")
     if patience is not None:
         check_int(patience, "patience", 1)
+    first = 0
+    if start is not None:
+        check_positive(start, "start")
+        if start not in lrs:
+            raise ValueError(f"start must be one of lrs {lrs}, got {start}")
+        first = lrs.index(start)
     worst = -math.inf if maximise else math.inf
-    tried: list[float] = []
-    scores: list[float] = []
-    best, best_value, worse_in_a_row = None, worst, 0
-    for lr in lrs:
-        value = float(score(lr))
-        tried.append(lr)
-        scores.append(value)
-        if not math.isfinite(value):
-            value = worst
-        if best is None or (value > best_value if maximise else value < best_value):
-            best, best_value, worse_in_a_row = lr, value, 0
-        else:
-            worse_in_a_row += 1
+    scores: dict[int, float] = {}
+    best, best_value = None, worst
+
+    def better(value: float, i: int) -> bool:
+        if best is None:
+            return True
+        if value == best_value:
+            return i < best  # ties go to the smaller rate
+        return value > best_value if maximise else value < best_value
+
+    def sweep(order: Sequence[int], worse_in_a_row: int) -> None:
+        nonlocal best, best_value
+        for i in order:
             if patience is not None and worse_in_a_row >= patience:
-                break
-    return Tuned(tuple(tried), tuple(scores), best, maximise, lrs[len(tried):])
+                return
+            value = float(score(lrs[i]))
+            scores[i] = value
+            if not math.isfinite(value):
+                value = worst
+            if better(value, i):
+                best, best_value, worse_in_a_row = i, value, 0
+            else:
+                worse_in_a_row += 1
+
+    sweep(range(first, len(lrs)), 0)
+    if first > 0:
+        sweep(range(first - 1, -1, -1), best - first)
+    tried = sorted(scores)
+    return Tuned(tuple(lrs[i] for i in tried), tuple(scores[i] for i in tried), lrs[best],
+                 maximise, tuple(lr for i, lr in enumerate(lrs) if i not in scores))

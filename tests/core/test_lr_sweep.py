@@ -138,3 +138,48 @@ def test_tune_rate_keeps_each_arms_best_rate_and_says_if_the_grid_brackets_it():
         lr_sweep.tune_rate(score, grid, maximise=True, patience=0)
     with pytest.raises(TypeError, match="callable"):
         lr_sweep.tune_rate(0.1, grid, maximise=True, patience=None)
+
+
+def test_tune_rate_from_a_start_mid_grid_tries_only_what_brackets_the_best():
+    grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+    def sweep(best, start, patience=1):
+        calls = []
+
+        def loss(lr):  # lowest at best, diverges from 3.0 on
+            calls.append(lr)
+            return float("inf") if lr >= 3.0 else abs(math.log10(lr / best))
+
+        return lr_sweep.tune_rate(loss, grid, maximise=False, patience=patience,
+                                  start=start), calls
+
+    # best at the start: one rate above, one below, nothing else
+    t, calls = sweep(0.1, 0.1)
+    assert calls == [0.1, 0.3, 0.03] and t.best == 0.1 and t.bracketed()
+    assert t.lrs == (0.03, 0.1, 0.3) and t.skipped == (0.01, 1.0, 3.0)
+    assert t.score(0.3) == pytest.approx(math.log10(3))
+    # best above the start: the start itself brackets it from below
+    t, calls = sweep(0.3, 0.1)
+    assert calls == [0.1, 0.3, 1.0] and t.best == 0.3 and t.bracketed()
+    # best below the start: down until a worse rate
+    t, calls = sweep(0.01, 0.3)
+    assert calls == [0.3, 1.0, 0.1, 0.03, 0.01] and t.best == 0.01 and not t.bracketed()
+    # patience counts the rates between the start and the best
+    t, calls = sweep(0.3, 0.1, patience=2)
+    assert calls == [0.1, 0.3, 1.0, 3.0, 0.03] and t.best == 0.3
+    # the same best as an ascending sweep, and start=None is that sweep
+    for best in grid[:-1]:
+        for patience in (1, 2, None):
+            full, _ = sweep(best, None, patience)
+            for start in grid:
+                assert sweep(best, start, patience)[0].best == full.best == best
+    _, calls = sweep(0.1, None)
+    assert calls == [0.01, 0.03, 0.1, 0.3]
+    # ties go to the smaller rate from either side, as in an ascending sweep
+    flat = lr_sweep.tune_rate(lambda lr: 1.0, grid, maximise=True, patience=1, start=0.3)
+    assert flat.best == 0.01 and flat.skipped == (3.0,)
+    assert lr_sweep.tune_rate(lambda lr: 1.0, grid, maximise=True, patience=1).best == 0.01
+    with pytest.raises(ValueError, match="start"):
+        lr_sweep.tune_rate(math.log, grid, maximise=True, patience=1, start=0.2)
+    with pytest.raises(TypeError, match="start"):
+        lr_sweep.tune_rate(math.log, grid, maximise=True, patience=1, start="0.1")
