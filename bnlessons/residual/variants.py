@@ -19,7 +19,10 @@ differ only inside their residual branches:
 * ``"fixup"``: ``fixup.FixupResidualMLP`` (Zhang et al. 2019).
 
 ``final_norm=True`` puts a BN between the last block and the head (the usual
-pre-activation ResNet layout), for the ablation of that one difference.
+pre-activation ResNet layout), for the ablation of that one difference;
+``head_scale=c`` instead multiplies the head's input by the fixed number ``c``
+(``FixedScale``), which changes its scale as that BN does at initialisation
+but normalises nothing.
 ``fit_variant`` builds a variant from a seed and trains it with SGD and
 momentum on a ``data.Dataset``, returning the trained network and its
 history (``train.History.trained`` says whether a run trained, and
@@ -39,6 +42,7 @@ from bnlessons._validate import (
     check_int,
     check_module,
     check_number,
+    check_positive,
 )
 from bnlessons.data import Dataset
 from bnlessons.models import ResidualMLP
@@ -49,12 +53,27 @@ from bnlessons.train import History, train
 VARIANTS = ("none", "skipinit", "bn", "bn-zero-gamma", "bn-unit-gamma", "fixup")
 
 
+class FixedScale(nn.Module):
+    """Multiplies its input by a fixed number (no parameter, no statistics)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(check_positive(factor, "factor"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 def _check_dropout(dropout: object) -> float:
     return check_fraction(dropout, "dropout", one=False)
 
 
 def _build(variant: str, depth: int, in_features: int, num_classes: int, width: int,
-           branch_layers: int, alpha: float, final_norm: bool, dropout: float) -> nn.Module:
+           branch_layers: int, alpha: float, final_norm: bool, dropout: float,
+           head_scale: Optional[float] = None) -> nn.Module:
     if variant == "fixup":
         model: nn.Module = FixupResidualMLP(in_features, num_classes, width, depth,
                                             max(branch_layers, 1))
@@ -67,6 +86,8 @@ def _build(variant: str, depth: int, in_features: int, num_classes: int, width: 
         # ResidualMLP puts a BN before the head of a BN network only; here the
         # head is the same for every variant unless final_norm asks for that BN.
         model.final_norm = nn.BatchNorm1d(width) if final_norm else nn.Identity()
+        if head_scale is not None:
+            model.final_norm = FixedScale(head_scale)
         if variant in ("bn-zero-gamma", "bn-unit-gamma"):
             for block in model.blocks:
                 last = nn.BatchNorm1d(width)
@@ -80,14 +101,17 @@ def _build(variant: str, depth: int, in_features: int, num_classes: int, width: 
 
 def make_model(variant: str, *, depth: int, in_features: int, num_classes: int, width: int,
                seed: int, branch_layers: int = 1, alpha: float = 0.0, final_norm: bool = False,
-               dropout: float = 0.0) -> nn.Module:
+               dropout: float = 0.0, head_scale: Optional[float] = None) -> nn.Module:
     """A residual MLP of the named ``variant``, initialised from ``seed``.
 
     ``alpha`` is SkipInit's starting value (used by ``"skipinit"`` only; pass
     ``1 / math.sqrt(depth)`` for the paper's alternative). ``final_norm`` puts
     a BN between the last block and the head (the usual pre-activation
     layout for the BN variants; for ``"none"`` and ``"skipinit"`` an ablation
-    that gives them one normalisation layer). ``dropout`` > 0 drops features right before
+    that gives them one normalisation layer). ``head_scale`` (a positive
+    number, or None) multiplies the head's input by that fixed number instead,
+    the ablation that changes only the scale the head reads.
+    ``dropout`` > 0 drops features right before
     the head, as in De & Smith's regularised SkipInit. ``depth=0`` gives the
     shallow control: stem, ReLU and head, the same for every variant but
     ``"fixup"`` (which needs a block). The same call gives the same weights;
@@ -102,16 +126,22 @@ def make_model(variant: str, *, depth: int, in_features: int, num_classes: int, 
     if final_norm and variant == "fixup":
         raise ValueError("final_norm is not available for 'fixup', which has no "
                          "normalisation by design")
+    if head_scale is not None:
+        check_positive(head_scale, "head_scale")
+        if final_norm or variant == "fixup":
+            raise ValueError("head_scale replaces the layer before the head: it cannot be "
+                             "combined with final_norm=True or with 'fixup'")
     dropout = _check_dropout(dropout)
     with seeded(seed):
         return _build(variant, depth, in_features, num_classes, width, branch_layers,
-                      float(alpha), final_norm, dropout)
+                      float(alpha), final_norm, dropout, head_scale)
 
 
 def fit_variant(variant: str, data: Dataset, *, depth: int, width: int, seed: int, lr: float,
                 steps: int, batch_size: int, momentum: float, branch_layers: int = 1,
                 alpha: float = 0.0, final_norm: bool = False, dropout: float = 0.0,
-                eval_every: Optional[int] = None, progress: bool = False,
+                head_scale: Optional[float] = None, eval_every: Optional[int] = None,
+                progress: bool = False,
                 desc: Optional[str] = None) -> tuple[nn.Module, History]:
     """Build ``variant`` from ``seed`` and train it with SGD (``momentum``) on ``data``;
     returns ``(trained network, history)``.
@@ -131,7 +161,7 @@ def fit_variant(variant: str, data: Dataset, *, depth: int, width: int, seed: in
     model = make_model(variant, depth=depth, in_features=data.num_features,
                        num_classes=data.num_classes, width=width, seed=seed,
                        branch_layers=branch_layers, alpha=alpha, final_norm=final_norm,
-                       dropout=dropout)
+                       dropout=dropout, head_scale=head_scale)
     history = train(model, data, steps, lr, batch_size=batch_size, momentum=momentum,
                     seed=seed, eval_every=eval_every or max(steps, 1), progress=progress,
                     desc=desc or f"{variant} lr={lr:g}")

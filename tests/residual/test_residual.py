@@ -231,6 +231,20 @@ def test_every_variant_has_the_same_head_unless_asked():
     assert torch.equal(a.blocks[1].branch[2].weight, b.blocks[1].branch[2].weight)
 
 
+def test_head_scale_multiplies_the_head_input_by_a_fixed_number():
+    x = torch.randn(5, 12)
+    plain = _make("bn", depth=2, seed=4)
+    scaled = _make("bn", depth=2, seed=4, head_scale=0.25)
+    assert isinstance(scaled.final_norm, variants.FixedScale)
+    assert not any(p.requires_grad for p in scaled.final_norm.parameters())
+    for p, q in zip(plain.parameters(), scaled.parameters()):
+        assert torch.equal(p, q)  # the same weights: only the head's input differs
+    with torch.no_grad():
+        expected = plain.head(plain.final_act(0.25 * plain.features(x)))
+        assert torch.allclose(scaled(x), expected, atol=1e-6)
+        assert not torch.allclose(scaled(x), plain(x))
+
+
 def test_depth_zero_is_the_same_shallow_network_for_every_variant():
     nets = [_make(v, depth=0, in_features=12, num_classes=3, width=8, seed=3)
             for v in ("none", "skipinit", "bn", "bn-zero-gamma")]
@@ -298,6 +312,10 @@ def test_lr_sweep_takes_a_variant_builder():
     (lambda: _make("skipinit", 2, seed=1.0), TypeError, "seed"),
     (lambda: _make("fixup", 2, final_norm=True), ValueError, "final_norm"),
     (lambda: _make("bn", 2, final_norm=1), TypeError, "final_norm"),
+    (lambda: _make("bn", 2, head_scale=0.0), ValueError, "head_scale"),
+    (lambda: _make("bn", 2, head_scale="0.1"), TypeError, "head_scale"),
+    (lambda: _make("bn", 2, head_scale=0.1, final_norm=True), ValueError, "head_scale"),
+    (lambda: _make("fixup", 2, head_scale=0.1), ValueError, "head_scale"),
     (lambda: _make("skipinit", 2, dropout=1.0), ValueError, "dropout"),
     (lambda: _make("skipinit", 2, dropout="0.1"), TypeError, "dropout"),
     (lambda: _fit("bn", "data"), TypeError, "Dataset"),
