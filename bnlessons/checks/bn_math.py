@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from bnlessons import reference
-from bnlessons._validate import per_channel, reduce_dims, values_per_channel
+from bnlessons._validate import (
+    check_int,
+    check_positive,
+    per_channel,
+    reduce_dims,
+    values_per_channel,
+)
 from bnlessons.bn_math import gradcheck
 from bnlessons.bn_math import jacobian as bn_jacobian
 from bnlessons.bn_math.scale_invariance import linear_bn_layer, scaled_weight_gradients
@@ -508,24 +514,33 @@ def check_dx_properties(forward_fn: Callable, backward_fn: Callable,
                            f"{tol:.0e} of the terms that cancel)"), verbose)
 
 
-@gradable
-def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: float = 1e-6,
-                        verbose: bool = True, seed: int = 500) -> Verdict:
-    """Compare predicted factors with measured ones when the weight W before BN becomes a W.
+#: Where the scales a that check_scale_answers draws from its seed lie (log-uniform), and how
+#: far (in log10) each stays from 1, from the default a = 4 and from the other draws, so that
+#: an answer written for one scale cannot pass at another.
+SCALE_RANGE: tuple[float, float] = (0.1, 10.0)
+SCALE_GAP = 0.1
+DRAWN_SCALES = 2
 
-    ``answers`` maps each of ``SCALE_QUANTITIES`` to a number: by what factor
-    BN's output, the gradient with respect to the layer's input u, the
-    gradient with respect to the weight (as a norm) and the effective learning
-    rate ``lr / |w|^2`` change. They are measured on a random layer with eps = 0,
-    chosen by ``seed`` (the factors do not depend on it; another seed is another layer).
-    """
-    name = "check_scale_answers"
-    if not isinstance(answers, Mapping):
-        return report(Verdict(name, False, "answers must be a dict with keys "
-                               f"{', '.join(SCALE_QUANTITIES)}"), verbose)
-    missing = [k for k in SCALE_QUANTITIES if k not in answers]
-    if missing:
-        return report(Verdict(name, False, f"answers has no {', '.join(missing)}"), verbose)
+
+def drawn_scales(seed: int, count: int = DRAWN_SCALES) -> tuple[float, ...]:
+    """``count`` scales a > 0 drawn from ``seed`` (log-uniform over :data:`SCALE_RANGE`, three
+    significant digits), each at least :data:`SCALE_GAP` (in log10) from 1, from 4 and from
+    each other: the other inputs a hidden test of ``check_scale_answers`` uses."""
+    seed = check_int(seed, "seed", 0)
+    count = check_int(count, "count", 1, 5)
+    g = torch.Generator().manual_seed(seed)
+    low, high = (math.log10(v) for v in SCALE_RANGE)
+    out: list[float] = []
+    while len(out) < count:
+        a = float(f"{10 ** (low + (high - low) * float(torch.rand(1, generator=g))):.3g}")
+        if all(abs(math.log10(a / b)) >= SCALE_GAP for b in (1.0, 4.0, *out)):
+            out.append(a)
+    return tuple(out)
+
+
+def _measured_factors(a: float, seed: int) -> dict[str, float]:
+    """The four factors of SCALE_QUANTITIES, measured on a random layer (eps = 0) chosen by
+    ``seed`` when its weight W becomes a W."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
         torch.manual_seed(seed + 1)
@@ -535,8 +550,10 @@ def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: floa
     base = scaled_weight_gradients(layer, u, upstream, 1.0)
     scaled = scaled_weight_gradients(layer, u, upstream, a)
     w = layer[0].weight.detach()
-    lr = 1e-6  # small, so that the angle a step turns a row is proportional to the rate
-    measured = {
+    # small, so that the angle a step turns a row is proportional to the rate (the scaled
+    # rows turn 1 / a^2 times as far: smaller still for a < 1)
+    lr = 1e-6 * min(a, 1.0) ** 2
+    return {
         "output": float(scaled["out"].norm() / base["out"].norm()),
         "grad_input": float(scaled["grad_input"].norm() / base["grad_input"].norm()),
         "grad_weight": float(scaled["grad_weight"].norm() / base["grad_weight"].norm()),
@@ -544,17 +561,62 @@ def check_scale_answers(answers: Mapping[str, float], a: float = 4.0, rtol: floa
         "effective_lr": float((_turn(a * w, scaled["grad_weight"], lr)
                                / _turn(w, base["grad_weight"], lr)).mean()),
     }
-    for key in SCALE_QUANTITIES:
-        value = answers[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return report(Verdict(name, False, f"answers[{key!r}] must be a number, got "
-                                   f"{type(value).__name__}"), verbose)
-        if abs(value - measured[key]) > rtol * abs(measured[key]):
-            reason = _scale_reason(key, value, measured[key], a)
-            return report(Verdict(name, False, f"{key}: not the factor measured with "
-                                   f"a = {a:g}. Hint: {reason}"), verbose)
-    return report(Verdict(name, True, f"all four factors match the ones measured with a = {a:g} "
-                           f"(relative tolerance {rtol:.0e})"), verbose)
+
+
+@gradable
+def check_scale_answers(answers: Mapping[str, float] | Callable[[float], Mapping[str, float]],
+                        a: float | None = 4.0, rtol: float = 1e-6, verbose: bool = True,
+                        seed: int = 500) -> Verdict:
+    """Compare predicted factors with measured ones when the weight W before BN becomes a W.
+
+    ``answers`` maps each of ``SCALE_QUANTITIES`` to a number: by what factor
+    BN's output, the gradient with respect to the layer's input u, the
+    gradient with respect to the weight (as a norm) and the effective learning
+    rate ``lr / |w|^2`` change. Or it is a function of ``a`` that returns that
+    dict, called with each scale tried. They are measured on a random layer with
+    eps = 0, chosen by ``seed`` (the factors do not depend on it; another seed is
+    another layer). ``a=None`` tries the scales :func:`drawn_scales` draws from
+    ``seed`` instead of one given ``a`` (a function is needed then): the hidden
+    tests' other inputs, which an answer written for ``a = 4`` alone fails.
+    """
+    name = "check_scale_answers"
+    if a is None:
+        if not callable(answers):
+            return report(Verdict(name, False, "answers must be a function of a that returns "
+                                   "the dict of factors: it is tried at scales other than 4"),
+                          verbose)
+        scales = drawn_scales(seed)
+    else:
+        scales = (check_positive(a, "a"),)
+    for scale in scales:
+        given = answers
+        where = f"with a = {scale:g}"
+        if callable(answers):
+            given = call_learner(name, answers, scale, verbose=verbose,
+                                 who="your function", note=f"({where})")
+            if isinstance(given, Verdict):
+                return given
+        if not isinstance(given, Mapping):
+            return report(Verdict(name, False, "answers must be a dict with keys "
+                                   f"{', '.join(SCALE_QUANTITIES)}"
+                                   + (f" (your function returned {type(given).__name__} "
+                                      f"{where})" if callable(answers) else "")), verbose)
+        missing = [k for k in SCALE_QUANTITIES if k not in given]
+        if missing:
+            return report(Verdict(name, False, f"answers has no {', '.join(missing)}"), verbose)
+        measured = _measured_factors(scale, seed)
+        for key in SCALE_QUANTITIES:
+            value = given[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return report(Verdict(name, False, f"answers[{key!r}] must be a number, got "
+                                       f"{type(value).__name__}"), verbose)
+            if abs(value - measured[key]) > rtol * abs(measured[key]):
+                reason = _scale_reason(key, value, measured[key], scale)
+                return report(Verdict(name, False, f"{key}: not the factor measured {where}. "
+                                       f"Hint: {reason}"), verbose)
+    shown = " and ".join(f"{s:g}" for s in scales)
+    return report(Verdict(name, True, f"all four factors match the ones measured with a = "
+                           f"{shown} (relative tolerance {rtol:.0e})"), verbose)
 
 
 _SCALE_REASONS = {

@@ -57,6 +57,32 @@ def _mode_problem(before: dict[str, bool], after: dict[str, bool], note: str) ->
             f"is only the top one; model.train(mode) sets them all) and restore it {note}")
 
 
+def _same(got: object, wrong: torch.Tensor) -> bool:
+    """Whether ``got`` is the tensor a known mistake gives."""
+    return isinstance(got, torch.Tensor) and got.shape == wrong.shape and \
+        torch.allclose(got.double(), wrong.double(), rtol=1e-9, atol=1e-12)
+
+
+def _pytorch_hint(label: str, got: object, rm: torch.Tensor, rv: torch.Tensor, count: int,
+                  x: torch.Tensor, momentum: float | None) -> str:
+    """Why a running statistic from ``check_pytorch_update`` is wrong: the usual mistakes,
+    named by the reasoning that broke (never by the expected value)."""
+    dims, m = reduce_dims(x), values_per_channel(x)
+    weight = 1.0 / (count + 1) if momentum is None else momentum
+    stat = x.mean(dim=dims) if label == "running_mean" else x.var(dim=dims, unbiased=True)
+    old = rm if label == "running_mean" else rv
+    if label == "running_var" and _same(got, (1 - weight) * rv + weight * x.var(
+            dim=dims, unbiased=False)):
+        return f"; this is the biased variance: PyTorch feeds m/(m-1) times it (m = {m})"
+    if momentum is not None and _same(got, momentum * old + (1 - momentum) * stat):
+        return ("; in PyTorch momentum is the weight of the NEW batch (the running value "
+                "keeps 1 - momentum)")
+    if momentum is None:
+        return ("; momentum=None is a cumulative average: after this batch "
+                "k = num_batches_tracked + 1 batches have been seen, each weighing 1/k")
+    return ""
+
+
 @gradable
 def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = True,
                          seed: int = 300) -> Verdict:
@@ -95,15 +121,7 @@ def check_pytorch_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = 
         for label, g, w in (("running_mean", got[0], want[0]), ("running_var", got[1], want[1])):
             problem = compare(label, g, w, tol, note)
             if problem:
-                hint = ""
-                if label == "running_var" and momentum is not None:
-                    m = values_per_channel(x)
-                    biased = (1 - momentum) * rv + momentum * x.var(dim=reduce_dims(x),
-                                                                    unbiased=False)
-                    if isinstance(g, torch.Tensor) and g.shape == biased.shape and \
-                            torch.allclose(g, biased, rtol=1e-9, atol=1e-12):
-                        hint = (f"; this is the biased variance: PyTorch feeds m/(m-1) times it "
-                                f"(m = {m})")
+                hint = _pytorch_hint(label, g, rm, rv, count, x, momentum)
                 return report(Verdict(name, False, problem + hint), verbose)
     return report(Verdict(name, True, f"matches nn.BatchNorm's update (momentum 0.1, 0.3, None; "
                            f"{len(UPDATE_SHAPES)} shapes) to elementwise relative error "
@@ -145,9 +163,12 @@ def check_cs231n_update(fn: Callable, tol: float = UPDATE_TOL, verbose: bool = T
                 swapped = running_stats.cs231n_update(rm, rv, x, 1 - momentum)
                 hint = ""
                 idx = 0 if label == "running_mean" else 1
-                if isinstance(g, torch.Tensor) and g.shape == swapped[idx].shape and \
-                        torch.allclose(g, swapped[idx], rtol=1e-9, atol=1e-12):
+                if _same(g, swapped[idx]):
                     hint = "; momentum here is the weight of the OLD value, not of the new batch"
+                elif label == "running_var" and _same(g, momentum * rv + (1 - momentum) * x.var(
+                        dim=reduce_dims(x), unbiased=True)):
+                    hint = ("; this is the unbiased variance: CS231n feeds the biased batch "
+                            "variance, which divides by m")
                 return report(Verdict(name, False, problem + hint), verbose)
     return report(Verdict(name, True, f"matches CS231n's update (decay 0.9 and 0.5, "
                            f"{len(UPDATE_SHAPES)} shapes) to elementwise relative error "

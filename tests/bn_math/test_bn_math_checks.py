@@ -1,4 +1,6 @@
 """The chapter 2 checks: the staged backward, dx's properties, the scale factors."""
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -291,3 +293,42 @@ def test_dx_properties_catch_gamma_and_eps_mistakes():
         reference.forward, lambda d, c: _compact(d, c, eps_in_s=False), verbose=False)
     assert not v and "must include eps" in v.message
     assert checks.check_dx_properties(reference.forward, _compact, verbose=False)
+
+
+def test_scale_answers_take_a_function_of_a_and_draw_scales_from_the_seed():
+    from bnlessons.checks.bn_math import drawn_scales
+
+    def right(a):
+        return {"output": 1.0, "grad_input": 1.0, "grad_weight": 1 / a, "effective_lr": a**-2}
+
+    assert checks.check_scale_answers(right, a=4.0, verbose=False)
+    assert checks.check_scale_answers(right, a=0.3, verbose=False)
+    for seed in (0, 1600, 99):
+        scales = drawn_scales(seed)
+        assert scales == drawn_scales(seed) and len(set(scales)) == 2
+        assert all(0.1 <= s <= 10 and abs(math.log10(s / 4)) >= 0.1 and abs(math.log10(s)) >= 0.1
+                   for s in scales), scales
+        v = checks.check_scale_answers(right, a=None, seed=seed, verbose=False)
+        assert v and all(f"{s:g}" in v.message for s in scales)
+    assert drawn_scales(1) != drawn_scales(2)
+
+    def for_four_only(a):
+        return right(4.0)
+
+    assert checks.check_scale_answers(for_four_only, a=4.0, verbose=False)
+    v = checks.check_scale_answers(for_four_only, a=None, seed=1600, verbose=False)
+    assert not v and f"with a = {drawn_scales(1600)[0]:g}" in v.message
+    assert "0.25" not in v.message.split("Hint")[1]
+    v = checks.check_scale_answers(right(4.0), a=None, verbose=False)
+    assert not v and "function of a" in v.message
+    v = checks.check_scale_answers(lambda a: [1, 1], a=2.0, verbose=False)
+    assert not v and "must be a dict" in v.message and "returned list" in v.message
+
+    def stub(a):
+        raise NotImplementedError("ex: write scale_factors")
+
+    assert checks.check_scale_answers(stub, a=None, verbose=False).todo
+    with pytest.raises(ValueError, match="a"):
+        checks.check_scale_answers(right, a=-1.0, verbose=False)
+    with pytest.raises(TypeError, match="seed"):
+        drawn_scales(1.5)

@@ -112,3 +112,34 @@ def test_the_instructors_page_lists_every_exercise_with_its_points():
                          "written" if ex.written else "code", ex.points))
     assert listed == want
     assert all(r[5].strip().endswith("min") for r in rows)
+
+
+#: Worked code that would answer an exercise, by lesson: names no lesson cell a student sees
+#: may compute (the solutions compute them, in the dropdowns the student notebooks drop).
+WORKED_ANSWERS = {
+    "02-bn-math/02-backward": {"dbeta", "dgamma", "dxhat", "dvar", "dmu", "dx_staged",
+                               "dx_compact", "sum_g"},
+}
+
+
+@pytest.mark.parametrize("lesson", sorted(WORKED_ANSWERS))
+def test_the_student_notebook_does_not_work_the_exercises_in_advance(lesson):
+    from bnlessons.coursework.lesson import defined_names
+    from bnlessons.coursework.student import student_notebook
+
+    nb = student_notebook(nbformat.read(BOOK / f"{lesson}.ipynb", 4), lesson)
+    shown = set().union(*(defined_names(c.source) for c in nb.cells
+                          if c.cell_type == "code" and "coursework" not in c.metadata))
+    assert not shown & WORKED_ANSWERS[lesson], sorted(shown & WORKED_ANSWERS[lesson])
+
+
+def test_a_code_exercise_that_asks_for_sentences_has_a_written_part():
+    """02/03 asks why each factor is what it is: a written exercise with its own answer cell."""
+    from bnlessons.coursework.student import student_notebook
+
+    lesson = "02-bn-math/03-scale-invariance"
+    nb = student_notebook(nbformat.read(BOOK / f"{lesson}.ipynb", 4), lesson)
+    roles = [(c.metadata["coursework"]["label"], c.metadata["coursework"]["role"])
+             for c in nb.cells if "coursework" in c.metadata]
+    assert roles == [("ex-ch2-scale-factors", "answer"), ("ex-ch2-scale-factors", "check"),
+                     ("ex-ch2-scale-factors-why", "written")]

@@ -163,6 +163,62 @@ def test_the_instructors_seed_redraws_the_hidden_inputs():
     assert "seed=1100" not in "".join(c.source for c in seeded.cells)
 
 
+SCALES = "02-bn-math/03-scale-invariance"
+
+
+def _hidden_source(nb, label):
+    """The hidden tests the graded cell of ``label`` runs (its second argument)."""
+    import ast
+
+    cell = next(c for c in nb.cells if c.metadata.get("coursework", {}).get("label") == label
+                and c.metadata["coursework"]["role"] == "graded")
+    return ast.literal_eval(ast.parse(cell.source).body[0].value.args[2])
+
+
+def _hidden_scales(hidden):
+    import ast
+
+    from bnlessons.checks.bn_math import drawn_scales
+
+    call = ast.parse(hidden).body[0].value.args[0]
+    kw = {k.arg: k.value.value for k in call.keywords}
+    assert kw["a"] is None  # the scales come from the seed
+    return drawn_scales(kw["seed"])
+
+
+def test_the_instructors_seed_draws_the_scales_of_the_hidden_test():
+    """02/03's hidden test tries scales drawn from the grader's seed, never the visible a = 4;
+    two seeds give two sets; an answer hard-coded for a = 4 passes the visible check and
+    fails the hidden test; a correct one passes both."""
+    from bnlessons import checks
+    from bnlessons.checks.common import CheckFailed
+
+    lesson = nbformat.read(BOOK / f"{SCALES}.ipynb", 4)
+    label = "ex-ch2-scale-factors"
+    (ex,) = [e for e in exercises(lesson) if e.label == label]
+    assert "a=4.0" in lesson.cells[ex.check_cell].source
+    hidden = {seed: _hidden_source(grading_notebook(lesson, lesson, SCALES, seed=seed)[0],
+                                   label) for seed in (None, 7, 8)}
+    scales = {seed: _hidden_scales(h) for seed, h in hidden.items()}
+    assert len(set(scales.values())) == 3, scales
+    assert all(4.0 not in s and len(s) == 2 for s in scales.values()), scales
+
+    def hard_coded(a):
+        return {"output": 1.0, "grad_input": 1.0, "grad_weight": 0.25, "effective_lr": 1 / 16}
+
+    def correct(a):
+        return {"output": 1.0, "grad_input": 1.0, "grad_weight": 1 / a, "effective_lr": a**-2}
+
+    for answer in (hard_coded, correct):  # the visible check, as the lesson has it
+        exec(lesson.cells[ex.check_cell].source, {"checks": checks, "scale_factors": answer})
+    for source in hidden.values():
+        exec(source, {"checks": checks, "scale_factors": correct})
+        with pytest.raises(CheckFailed, match="not the factor measured with a ="):
+            exec(source, {"checks": checks, "scale_factors": hard_coded})
+        with pytest.raises(CheckFailed, match="must be a function of a"):
+            exec(source, {"checks": checks, "scale_factors": correct(4.0)})
+
+
 def test_a_folder_of_submissions_gives_one_csv_and_one_file_of_answers(tmp_path):
     (tmp_path / "alice" / "02-bn-math").mkdir(parents=True)
     (tmp_path / "bob").mkdir()

@@ -411,3 +411,35 @@ def test_bn_time_and_paired_ratios(monkeypatch):
     assert seconds == pytest.approx(0.002)
     with pytest.raises(ValueError, match="no BN"):
         deploy.bn_time(nn.Linear(3, 2), torch.randn(2, 3))
+
+
+def _pytorch_update_with(biased=False, swapped=False, count_off=False):
+    def update(rm, rv, n, x, momentum):
+        dims = (0,) + tuple(range(2, x.dim()))
+        if momentum is None:
+            w = 1.0 / max(n, 1) if count_off else 1.0 / (n + 1)
+        else:
+            w = 1 - momentum if swapped else momentum
+        return ((1 - w) * rm + w * x.mean(dims),
+                (1 - w) * rv + w * x.var(dims, unbiased=not biased), n + 1)
+
+    return update
+
+
+@pytest.mark.parametrize("mistake, reason", [
+    ({"biased": True}, "this is the biased variance"),
+    ({"swapped": True}, "momentum is the weight of the NEW batch"),
+    ({"count_off": True}, "k = num_batches_tracked + 1"),
+])
+def test_the_running_stat_checks_name_each_usual_mistake(mistake, reason):
+    assert checks.check_pytorch_update(_pytorch_update_with(), verbose=False)
+    v = checks.check_pytorch_update(_pytorch_update_with(**mistake), verbose=False)
+    assert not v and reason in v.message, v.message
+
+    def cs231n_unbiased(rm, rv, x, momentum):
+        dims = (0,) + tuple(range(2, x.dim()))
+        return (momentum * rm + (1 - momentum) * x.mean(dims),
+                momentum * rv + (1 - momentum) * x.var(dims, unbiased=True))
+
+    v = checks.check_cs231n_update(cs231n_unbiased, verbose=False)
+    assert not v and "CS231n feeds the biased batch variance" in v.message, v.message
